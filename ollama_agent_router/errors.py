@@ -1,0 +1,81 @@
+"""The one error type handlers raise, and the one function that renders it as the OpenAI error envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .jsonutil import dumps
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "invalid_request_error",
+    409: "conflict_error",
+    410: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    431: "invalid_request_error",
+}
+
+_DEFAULT_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    413: "body_too_large",
+    429: "rate_limit_exceeded",
+    431: "headers_too_large",
+    500: "internal_error",
+    502: "upstream_error",
+    503: "unavailable",
+    504: "upstream_timeout",
+}
+
+
+def error_type(status: int) -> str:
+    return _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+class HttpError(Exception):
+    """An error with its HTTP status, OpenAI ``type`` and a short machine ``code``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or _DEFAULT_CODES.get(status, "error")
+        self.headers = headers or []
+        self.extra = extra
+
+    def payload(self) -> dict[str, Any]:
+        return error_payload(self.status, self.message, self.code, self.extra)
+
+    def body(self) -> bytes:
+        return dumps(self.payload())
+
+
+def error_payload(status: int, message: str, code: str | None = None, extra: dict[str, Any] | None = None) -> dict:
+    err: dict[str, Any] = {
+        "message": message,
+        "type": error_type(status),
+        "code": code or _DEFAULT_CODES.get(status, "error"),
+    }
+    if extra:
+        err.update({k: v for k, v in extra.items() if v is not None})
+    return {"error": err}
