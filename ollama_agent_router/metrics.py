@@ -1,0 +1,121 @@
+"""Prometheus text exposition (format 0.0.4): counters and histograms kept in memory, gauges read from snapshots.
+
+Label values come only from configuration (model names, task types, planes) or small fixed sets;
+anything a client sends is folded into ``other`` first, so the series count stays bounded.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Iterable
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+DECISION_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01)
+TPS_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _num(v: float) -> str:
+    if v != v:
+        return "NaN"
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+class Counter:
+    def __init__(self, name: str, help: str, labels: tuple[str, ...] = ()) -> None:
+        self.name, self.help, self.labels = name, help, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, *values: str, amount: float = 1.0) -> None:
+        self.values[values] = self.values.get(values, 0.0) + amount
+
+    def get(self, *values: str) -> float:
+        return self.values.get(values, 0.0)
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} counter"
+        for values, v in self.values.items():
+            yield f"{self.name}{_labels(self.labels, values)} {_num(v)}"
+
+
+class Histogram:
+    def __init__(self, name: str, help: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.name, self.help, self.labels, self.buckets = name, help, labels, buckets
+        self.series: dict[tuple[str, ...], list] = {}  # values -> [bucket counts..., sum, count]
+
+    def observe(self, value: float, *values: str) -> None:
+        s = self.series.get(values)
+        if s is None:
+            s = self.series[values] = [0] * (len(self.buckets) + 2)
+        i = bisect.bisect_left(self.buckets, value)
+        if i < len(self.buckets):
+            s[i] += 1
+        s[-2] += value
+        s[-1] += 1
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} histogram"
+        for values, s in self.series.items():
+            cumulative = 0
+            for bound, n in zip(self.buckets, s):
+                cumulative += n
+                yield f"{self.name}_bucket{_labels(self.labels, values, f'le=\"{_num(bound)}\"')} {cumulative}"
+            yield f"{self.name}_bucket{_labels(self.labels, values, 'le=\"+Inf\"')} {s[-1]}"
+            yield f"{self.name}_sum{_labels(self.labels, values)} {_num(s[-2])}"
+            yield f"{self.name}_count{_labels(self.labels, values)} {s[-1]}"
+
+
+def gauge(name: str, help: str, samples: Iterable[tuple[dict[str, str], float]]) -> Iterable[str]:
+    yield f"# HELP {name} {help}"
+    yield f"# TYPE {name} gauge"
+    for labels, v in samples:
+        names = tuple(labels)
+        yield f"{name}{_labels(names, tuple(labels[n] for n in names))} {_num(v)}"
+
+
+class Metrics:
+    def __init__(self, model_names: Iterable[str], task_types: Iterable[str]) -> None:
+        self.models = frozenset(model_names)
+        self.task_types = frozenset(task_types)
+        self.requests = Counter(
+            "oar_requests_total", "Requests answered, by plane, task type, model, mode and HTTP status.",
+            ("plane", "task_type", "model", "mode", "status"),
+        )
+        self.upstream_errors = Counter("oar_upstream_errors_total", "Failed upstream exchanges, by model and kind.",
+                                       ("model", "kind"))
+        self.request_seconds = Histogram("oar_request_duration_seconds", "Total request time, routed requests.",
+                                         ("model",))
+        self.queue_seconds = Histogram("oar_queue_wait_seconds", "Time spent waiting for a model slot.", ("model",))
+        self.ttft_seconds = Histogram("oar_time_to_first_token_seconds", "Time to the first streamed byte.", ("model",))
+        self.decision_seconds = Histogram("oar_routing_decision_seconds", "Classification plus scoring time.", (),
+                                          DECISION_BUCKETS)
+        self.tokens_per_second = Histogram("oar_tokens_per_second", "Generation speed reported by upstream usage.",
+                                           ("model",), TPS_BUCKETS)
+        self.families: list = [self.requests, self.upstream_errors, self.request_seconds, self.queue_seconds,
+                               self.ttft_seconds, self.decision_seconds, self.tokens_per_second]
+
+    def model_label(self, name: str | None) -> str:
+        return name if name in self.models else ("none" if name is None else "other")
+
+    def task_label(self, task: str | None) -> str:
+        return task if task in self.task_types else ("none" if task is None else "other")
+
+    def render(self, gauges: Iterable[Iterable[str]] = ()) -> str:
+        lines: list[str] = []
+        for g in gauges:
+            lines.extend(g)
+        for family in self.families:
+            lines.extend(family.render())
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,332 @@
+"""Which model runs a request, and how: pure functions from plain data to a decision.
+
+Follows the original's engine (spec §5): candidates (preferred, route, purpose/tags, minus forbidden),
+blocks (gpu_only, busy), the additive score, and the sync/async/reject order — with its bugs fixed:
+a model outside the route list gets no route bonus, and the async paths never pick a gpu_only model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .config_types import PRIORITIES, Config, ModelSpec
+from .errors import HttpError
+from .jsonutil import to_fixed1
+
+MODES = ("auto", "sync", "async")
+
+
+@dataclass(frozen=True, slots=True)
+class RouterMeta:
+    mode: str
+    allow_async: bool
+    task_type: str
+    priority: str
+    preferred_models: tuple[str, ...]
+    forbidden_models: tuple[str, ...]
+    max_queue_time_ms: int
+    max_execution_time_ms: int
+    require_gpu_only: bool
+    explain: bool = False
+    max_queue_time_explicit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """What the scheduler and the runtime snapshot know about one model right now."""
+
+    waiting: int = 0
+    running: int = 0
+    loaded: bool = False
+    processor: str = ""  # lower-cased, rendered like `ollama ps`: "100% gpu", "48%/52% cpu/gpu"
+    cooldown: bool = False
+
+
+IDLE = ModelState()
+
+
+@dataclass(frozen=True)
+class RuntimeView:
+    gpu_free_mb: float | None  # None when there is no GPU snapshot
+    total_waiting: int
+    models: Mapping[str, ModelState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    name: str
+    score: float = 0.0
+    blocked: str | None = None  # gpu_only | busy | cooldown
+    components: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # sync | async | reject
+    model: str | None
+    reason: str
+    score: float
+    candidates: tuple[str, ...]  # candidate order, blocked ones included
+    ranked: tuple[Candidate, ...]  # available candidates, best first
+    blocked: tuple[Candidate, ...]
+    heavy_load: bool = False
+    status: int = 200
+
+    @property
+    def fallback_models(self) -> list[str]:
+        return [c for c in self.candidates if c != self.model]
+
+    def failover_order(self) -> list[str]:
+        """Models to try after the selected one, best first."""
+        return [c.name for c in self.ranked if c.name != self.model]
+
+
+class RoutingTable:
+    """Config-derived lookups, built once so a decision allocates as little as possible."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.models: dict[str, ModelSpec] = {m.name: m for m in cfg.models}
+        self.order = [m.name for m in cfg.models]
+        self.aliases: dict[str, str] = {}
+        for m in cfg.models:
+            for alias in m.aliases:
+                self.aliases[alias] = m.name
+        self.routes = cfg.routes
+        self.route_index = {task: {n: i for i, n in reversed(list(enumerate(names)))} for task, names in cfg.routes.items()}
+        self.by_purpose: dict[str, list[str]] = {}
+        for m in cfg.models:
+            for tag in dict.fromkeys(m.purpose + m.tags):
+                self.by_purpose.setdefault(tag, []).append(m.name)
+        self.required_mb = {m.name: m.size_gb * 1024 + cfg.gpu.vram_safety_reserve_mb for m in cfg.models}
+        self.task_types = frozenset(cfg.routes) | frozenset(t for m in cfg.models for t in m.purpose)
+
+    def resolve(self, name: str) -> str | None:
+        """A configured model name for a client-supplied name or alias, with or without ``:latest``."""
+        if name in self.models:
+            return name
+        if name in self.aliases:
+            return self.aliases[name]
+        if name.endswith(":latest"):
+            return self.resolve(name[: -len(":latest")])
+        if ":" not in name and f"{name}:latest" in self.models:
+            return f"{name}:latest"
+        return None
+
+    def route_positions(self, task_type: str) -> dict[str, int]:
+        if task_type in self.route_index:
+            return self.route_index[task_type]
+        return self.route_index.get("unknown", {})
+
+    def preferred_index(self, meta: RouterMeta) -> dict[str, int]:
+        index: dict[str, int] = {}
+        for p, name in enumerate(meta.preferred_models):
+            resolved = self.resolve(name)
+            if resolved is not None:
+                index.setdefault(resolved, p)
+        return index
+
+    def route_list(self, task_type: str) -> tuple[str, ...]:
+        if task_type in self.routes:
+            return self.routes[task_type]
+        return self.routes.get("unknown", ())
+
+
+def _bad(message: str) -> HttpError:
+    return HttpError(400, message, code="invalid_router_options")
+
+
+def _string_list(value: Any, name: str, lenient: bool) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if lenient and isinstance(value, dict) and not value:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(f"router.{name} must be an array of strings")
+    return tuple(value)
+
+
+def normalize_meta(raw: Any, cfg: Config, *, lenient: bool = False) -> RouterMeta:
+    """The request's ``router`` object with the config defaults of spec §5.1 applied.
+
+    ``lenient`` (the Kong runtime plane) turns unknown priorities into the default instead of a 400.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _bad("router must be an object")
+    mode = raw.get("mode", cfg.router.default_mode)
+    if mode not in MODES:
+        raise _bad("router.mode must be one of auto, sync, async")
+    allow_async = raw.get("allowAsync", True)
+    if not isinstance(allow_async, bool):
+        raise _bad("router.allowAsync must be a boolean")
+    task_type = raw.get("taskType", "auto")
+    if not isinstance(task_type, str):
+        raise _bad("router.taskType must be a string")
+    priority = raw.get("priority", cfg.queue.default_priority)
+    if priority not in PRIORITIES:
+        if not lenient:
+            raise _bad("router.priority must be one of low, normal, high")
+        priority = cfg.queue.default_priority
+    max_queue = raw.get("maxQueueTimeMs")
+    if max_queue is not None and (not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 0):
+        raise _bad("router.maxQueueTimeMs must be an integer >= 0")
+    max_exec = raw.get("maxExecutionTimeMs", cfg.queue.timeout_ms)
+    if not isinstance(max_exec, int) or isinstance(max_exec, bool) or max_exec <= 0:
+        raise _bad("router.maxExecutionTimeMs must be an integer > 0")
+    gpu_only = raw.get("requireGpuOnly", cfg.gpu.require_gpu_only_by_default)
+    if not isinstance(gpu_only, bool):
+        raise _bad("router.requireGpuOnly must be a boolean")
+    explain = raw.get("explain", False)
+    if not isinstance(explain, bool):
+        raise _bad("router.explain must be a boolean")
+    return RouterMeta(
+        mode=mode,
+        allow_async=allow_async,
+        task_type=task_type,
+        priority=priority,
+        preferred_models=_string_list(raw.get("preferredModels"), "preferredModels", lenient),
+        forbidden_models=_string_list(raw.get("forbiddenModels"), "forbiddenModels", lenient),
+        max_queue_time_ms=cfg.router.sync_max_queue_time_ms if max_queue is None else max_queue,
+        max_execution_time_ms=max_exec,
+        require_gpu_only=gpu_only,
+        explain=explain,
+        max_queue_time_explicit=max_queue is not None,
+    )
+
+
+def candidate_names(meta: RouterMeta, task_type: str, table: RoutingTable, pinned: str | None = None) -> list[str]:
+    """Preferred models, then the route list, then purpose/tag matches; unknown and forbidden removed."""
+    ordered: dict[str, None] = {}
+    if pinned is not None:
+        ordered[pinned] = None
+    for name in meta.preferred_models:
+        resolved = table.resolve(name)
+        if resolved is not None:
+            ordered.setdefault(resolved, None)
+    for name in table.route_list(task_type):
+        ordered.setdefault(name, None)
+    for name in table.by_purpose.get(task_type, ()):
+        ordered.setdefault(name, None)
+    forbidden = {table.resolve(n) or n for n in meta.forbidden_models}
+    return [n for n in ordered if n in table.models and n not in forbidden]
+
+
+def block_reason(spec: ModelSpec, state: ModelState, meta: RouterMeta, table: RoutingTable,
+                 view: RuntimeView) -> str | None:
+    if meta.require_gpu_only:
+        gpu = table.cfg.gpu
+        free = view.gpu_free_mb if view.gpu_free_mb is not None else gpu.vram_total_mb
+        if view.gpu_free_mb is None and gpu.vram_total_mb <= 0:
+            return "gpu_only"
+        if "cpu" in state.processor and "100% gpu" not in state.processor:
+            return "gpu_only"
+        if not state.loaded and table.required_mb[spec.name] > free:
+            return "gpu_only"
+    running = state.running
+    if (spec.exclusive and running > 0) or (not spec.allow_when_busy and running >= spec.max_concurrent):
+        return "busy"
+    if state.cooldown:
+        return "cooldown"
+    return None
+
+
+def score(spec: ModelSpec, state: ModelState, task_type: str, complexity: str, table: RoutingTable,
+          view: RuntimeView, preferred_index: Mapping[str, int], explain: bool = False,
+          ) -> tuple[float, tuple[tuple[str, float], ...]]:
+    """The additive score of spec §5.5 (route bonus 0 outside the route list), with its parts when asked."""
+    name = spec.name
+    idx = table.route_positions(task_type).get(name)
+    route = max(0, 50 - 8 * idx) if idx is not None else 0
+    purpose = 25 if task_type in spec.purpose else 0
+    tag = 15 if task_type in spec.tags else 0
+    p = preferred_index.get(name)
+    preferred = 80 - 10 * p if p is not None else 0
+    loaded = 20 if state.loaded else 0
+    cost = 0
+    if complexity == "heavy" and spec.cost_class == "high":
+        cost = 20
+    elif complexity == "light" and spec.cost_class == "low":
+        cost = 15
+    free = view.gpu_free_mb if view.gpu_free_mb is not None else table.cfg.gpu.vram_total_mb
+    required = table.required_mb[name]
+    vram = min(25.0, (free - required) / 512) if free > required else (-60.0 if free < required else 0.0)
+    queue = -18 * state.waiting
+    running = -25 * state.running
+    exclusive = -80 * state.running if spec.exclusive else 0
+    total = 100 + route + spec.priority + purpose + tag + preferred + loaded + cost + vram + queue + running + exclusive
+    if not explain:
+        return total, ()
+    parts = (
+        ("base", 100), ("routePosition", route), ("priority", spec.priority), ("purpose", purpose), ("tag", tag),
+        ("preferred", preferred), ("loaded", loaded), ("complexity", cost), ("vram", vram), ("queue", queue),
+        ("running", running), ("exclusive", exclusive),
+    )
+    return total, parts
+
+
+def score_text(value: float) -> str:
+    return to_fixed1(value)
+
+
+def decide(meta: RouterMeta, task_type: str, complexity: str, table: RoutingTable, view: RuntimeView,
+           *, pinned: str | None = None, explain: bool = False) -> Decision:
+    """Spec §5.6 in order: reject / async / sync, with the original's async-path bugs fixed."""
+    names = candidate_names(meta, task_type, table, pinned)
+    if not names:
+        return Decision("reject", None, "No configured model can satisfy this request", 0.0, (), (), (), status=503)
+    explain = explain or meta.explain
+    preferred_index = table.preferred_index(meta)
+    available: list[Candidate] = []
+    blocked: list[Candidate] = []
+    states = view.models
+    for name in names:
+        spec = table.models[name]
+        state = states.get(name, IDLE)
+        reason = block_reason(spec, state, meta, table, view)
+        value, parts = score(spec, state, task_type, complexity, table, view, preferred_index, explain)
+        if reason is None:
+            available.append(Candidate(name, value, None, parts))
+        else:
+            blocked.append(Candidate(name, value, reason, parts))
+    # Stable sort: ties keep candidate order (preferred, route, purpose).
+    available.sort(key=lambda c: -c.score)
+    if pinned is not None:
+        # A pinned model is chosen whenever it can run; the others stay as failover targets.
+        available.sort(key=lambda c: c.name != pinned)
+    ranked = tuple(available)
+    blocked_t = tuple(blocked)
+    cand_t = tuple(names)
+    top = ranked[0] if ranked else None
+    busy = [c for c in blocked if c.blocked == "busy"]
+
+    def make(action: str, c: Candidate | None, reason: str, heavy: bool = False) -> Decision:
+        return Decision(action, c.name if c else None, reason, c.score if c else 0.0, cand_t, ranked, blocked_t, heavy)
+
+    if meta.mode == "async":
+        target = top or (busy[0] if busy else None)
+        if target is not None:
+            return make("async", target, "Request explicitly requested async mode")
+    else:
+        if preferred_index or pinned is not None:
+            firsts = set(preferred_index) | ({pinned} if pinned else set())
+            preferred_busy = next((c for c in busy if c.name in firsts), None)
+        else:
+            preferred_busy = busy[0] if busy and busy[0].name == names[0] else None
+        gpu_free = view.gpu_free_mb
+        gpu_heavy = gpu_free is not None and gpu_free < table.cfg.router.heavy_load_gpu_free_mb_threshold
+        heavy = view.total_waiting >= table.cfg.router.heavy_load_queue_depth or gpu_heavy
+        if meta.mode != "sync" and meta.allow_async and (heavy or preferred_busy is not None):
+            target = preferred_busy or top
+            if target is not None:
+                reason = ("Preferred model is busy; accepted for async processing" if preferred_busy is not None
+                          else "Heavy load detected")
+                return make("async", target, reason, heavy)
+        if top is not None:
+            return make("sync", top, f"Selected {top.name} for {task_type} with score {score_text(top.score)}", heavy)
+        if busy and meta.allow_async and meta.mode != "sync":
+            return make("async", busy[0], "Selected model is busy; accepted for async processing", heavy)
+    reason = "; ".join(f"{c.name}: {c.blocked}" for c in blocked) or "No model available"
+    return Decision("reject", None, reason, 0.0, cand_t, ranked, blocked_t, status=503)
