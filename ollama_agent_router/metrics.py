@@ -95,6 +95,10 @@ class Metrics:
         )
         self.upstream_errors = Counter("oar_upstream_errors_total", "Failed upstream exchanges, by model and kind.",
                                        ("model", "kind"))
+        self.failovers = Counter("oar_failovers_total", "Sync requests that moved to another model after a failure.",
+                                 ("from_model", "to_model"))
+        self.cooldowns = Counter("oar_model_cooldowns_total", "Times a model entered cooldown after repeated failures.",
+                                 ("model",))
         self.request_seconds = Histogram("oar_request_duration_seconds", "Total request time, routed requests.",
                                          ("model",))
         self.queue_seconds = Histogram("oar_queue_wait_seconds", "Time spent waiting for a model slot.", ("model",))
@@ -103,8 +107,10 @@ class Metrics:
                                           DECISION_BUCKETS)
         self.tokens_per_second = Histogram("oar_tokens_per_second", "Generation speed reported by upstream usage.",
                                            ("model",), TPS_BUCKETS)
-        self.families: list = [self.requests, self.upstream_errors, self.request_seconds, self.queue_seconds,
-                               self.ttft_seconds, self.decision_seconds, self.tokens_per_second]
+        self.families: list = [
+            self.requests, self.upstream_errors, self.failovers, self.cooldowns, self.request_seconds,
+            self.queue_seconds, self.ttft_seconds, self.decision_seconds, self.tokens_per_second,
+        ]
 
     def model_label(self, name: str | None) -> str:
         return name if name in self.models else ("none" if name is None else "other")

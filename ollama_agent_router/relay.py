@@ -1,0 +1,121 @@
+"""Streaming relays: upstream SSE or NDJSON bytes go to the client as they arrive, never batched.
+
+A relay passes chunks through untouched (tool-call deltas, usage chunks, ``[DONE]``) and only watches
+for the end marker. A stream that ends without it — Ollama's way of failing mid-stream — or breaks
+off is finished with an error event, so a client never mistakes a truncated reply for a complete one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import AsyncIterator, Callable
+
+from .errors import error_payload
+from .jsonutil import dumps
+from .upstream import UpstreamError, UpstreamResponse
+
+_DONE = b"data: [DONE]"
+_TAIL = 64  # bytes kept from the previous chunk, so a marker split across chunks is still seen
+
+
+class StreamStats:
+    """What a relay learned on the way: first byte time, completion, usage."""
+
+    __slots__ = ("first_byte_at", "completed", "error", "usage", "chunks")
+
+    def __init__(self) -> None:
+        self.first_byte_at: float | None = None
+        self.completed = False
+        self.error: str | None = None
+        self.usage: dict | None = None
+        self.chunks = 0
+
+
+def sse_error_event(message: str, code: str = "upstream_stream_error", status: int = 502) -> bytes:
+    return b"data: " + dumps(error_payload(status, message, code)) + b"\n\n"
+
+
+def ndjson_error_line(message: str) -> bytes:
+    return dumps({"error": message}) + b"\n"
+
+
+def _sse_usage(window: bytes) -> dict | None:
+    """The usage object of the last SSE event in ``window`` that carries one, if it parses."""
+    i = window.rfind(b'"usage":{')
+    if i < 0:
+        return None
+    start = window.rfind(b"data: ", 0, i)
+    end = window.find(b"\n", i)
+    if start < 0 or end < 0:
+        return None
+    try:
+        event = json.loads(window[start + 6 : end])
+    except ValueError:
+        return None
+    usage = event.get("usage") if isinstance(event, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+async def relay_sse(resp: UpstreamResponse, stats: StreamStats, clock: Callable[[], float],
+                    prelude: bytes = b"", on_end: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+    """Relay an OpenAI SSE stream. ``prelude`` (the router's comment line) goes first; ``on_end`` runs
+    exactly once however the stream ends (completion, upstream failure, client disconnect)."""
+    tail = b""
+    try:
+        if prelude:
+            yield prelude
+        try:
+            async for chunk in resp.chunks():
+                if stats.first_byte_at is None:
+                    stats.first_byte_at = clock()
+                stats.chunks += 1
+                window = tail + chunk
+                if b'"usage"' in chunk:
+                    stats.usage = _sse_usage(window) or stats.usage
+                if _DONE in window:
+                    stats.completed = True
+                tail = window[-_TAIL:]
+                yield chunk
+        except UpstreamError as e:
+            stats.error = e.message
+            yield sse_error_event(f"Upstream stream failed: {e.message}",
+                                  "upstream_timeout" if e.kind == "timeout" else "upstream_stream_error",
+                                  504 if e.kind == "timeout" else 502)
+            return
+        if not stats.completed:
+            stats.error = "stream ended without [DONE]"
+            yield sse_error_event("The model stream ended before completion (no [DONE]): Ollama reported an error")
+    finally:
+        resp.close()
+        if on_end is not None:
+            on_end()
+
+
+async def relay_ndjson(resp: UpstreamResponse, stats: StreamStats, clock: Callable[[], float],
+                       on_end: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+    """Relay an Ollama-native NDJSON stream; it is complete when a line with ``"done":true`` passed."""
+    tail = b""
+    try:
+        try:
+            async for chunk in resp.chunks():
+                if stats.first_byte_at is None:
+                    stats.first_byte_at = clock()
+                stats.chunks += 1
+                window = tail + chunk
+                if b'"done":true' in window or b'"done": true' in window:
+                    stats.completed = True
+                if b'"error"' in chunk:
+                    stats.error = "upstream reported an error"
+                tail = window[-_TAIL:]
+                yield chunk
+        except UpstreamError as e:
+            stats.error = e.message
+            yield ndjson_error_line(f"Upstream stream failed: {e.message}")
+            return
+        if not stats.completed and stats.error is None:
+            stats.error = "stream ended without a done line"
+            yield ndjson_error_line("The model stream ended before completion")
+    finally:
+        resp.close()
+        if on_end is not None:
+            on_end()

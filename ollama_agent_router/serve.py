@@ -1,0 +1,102 @@
+"""``serve`` and ``simulate``: run the router (optionally against the embedded simulator) until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import sys
+from importlib import resources
+
+from .config_types import Config
+from .log import Logger
+
+BUNDLED_PROFILE = "gex44.yaml"
+
+
+def bundled_config() -> Config:
+    """The example profile shipped inside the package (the models of examples/gex44.yaml)."""
+    from .config import load_yaml, parse_config
+
+    text = resources.files(__package__).joinpath("data", BUNDLED_PROFILE).read_text(encoding="utf-8")
+    return parse_config(load_yaml(text, source=BUNDLED_PROFILE), source=BUNDLED_PROFILE, text=text)
+
+
+def _config_for_simulation(explicit: str | None) -> Config:
+    from .config import ConfigError, find_config, load_config_file
+
+    try:
+        path = find_config(explicit)
+    except ConfigError:
+        if explicit is not None:
+            raise
+        return bundled_config()
+    return load_config_file(path)
+
+
+def _simulated(cfg: Config, sim_url: str) -> Config:
+    """Point the config at the simulator and let the GPU probe read the simulator's fake GPU."""
+    gpu = dataclasses.replace(
+        cfg.gpu, provider="nvidia", vram_total_mb=cfg.gpu.vram_total_mb or 24576,
+        monitor=dataclasses.replace(cfg.gpu.monitor, enabled=True),
+    )
+    ollama = dataclasses.replace(cfg.ollama, base_url=sim_url)
+    return dataclasses.replace(cfg, ollama=ollama, gpu=gpu)
+
+
+async def _wait_for_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, port: int | None) -> int:
+    from .app import App
+
+    sim = None
+    backend = None
+    if simulate:
+        from .simulator import OllamaSimulator
+
+        sim = OllamaSimulator.from_config(cfg, log=log)
+        await sim.start()
+        cfg = _simulated(cfg, sim.url)
+        backend = sim.gpu_backend()
+        names = ", ".join(m.name for m in cfg.models)
+        print(f"Simulated Ollama listening on {sim.url} with models: {names}", flush=True)
+    app = App(cfg, log=log, gpu_backend=backend)
+    bound = await app.start(host, port)
+    scheme = "https" if cfg.server.https.enabled else "http"
+    log.info("listening", host=host or cfg.server.host, port=bound, basePath=cfg.server.base_path,
+             protocol=scheme, nodeId=cfg.server.node_id, configPath=cfg.path, simulate=simulate)
+    try:
+        await _wait_for_signal()
+    finally:
+        log.info("shutting_down", graceMs=cfg.server.shutdown_grace_ms, inFlight=app.server.in_flight)
+        clean = await app.stop()
+        if sim is not None:
+            await sim.stop()
+        log.info("stopped", clean=clean)
+    return 0
+
+
+def serve(config: str | None, *, simulate: bool, host: str | None, port: int | None, log_level: str) -> int:
+    from .config import load_config
+
+    cfg = _config_for_simulation(config) if simulate else load_config(config)
+    return asyncio.run(_serve(cfg, Logger(log_level), simulate, host, port))
+
+
+def simulate(config: str | None, host: str, port: int, log_level: str) -> int:
+    from .simulator import run_simulator
+
+    cfg = _config_for_simulation(config)
+    print(f"Simulated Ollama listening on http://{host}:{port}", file=sys.stdout, flush=True)
+    asyncio.run(run_simulator(cfg, host, port, Logger(log_level)))
+    return 0

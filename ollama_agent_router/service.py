@@ -1,0 +1,296 @@
+"""The routed execution path: classify, decide, take a slot, call Ollama (failing over), answer or stream.
+
+Handlers for every front door (OpenAI, Ollama-native, Kong's execute) and the job runner meet here,
+so queueing, timeouts, failover, cooldown and metrics behave the same whichever way a request came in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from .classifier import Classification, ClassifierSettings, classify
+from .errors import HttpError
+from .jsonutil import dumps
+from .relay import StreamStats
+from .routing import Decision, RouterMeta, RuntimeView, decide
+from .scheduler import Slot
+from .upstream import UpstreamError, UpstreamResponse, upstream_error_message
+
+if TYPE_CHECKING:
+    from .app import App
+
+_FAILOVER_STATUSES = frozenset({500, 502, 503, 504})
+
+
+@dataclass
+class Attempt:
+    model: str
+    outcome: str  # ok | connect | timeout | closed | http_<status>
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        out = {"model": self.model, "outcome": self.outcome}
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass
+class Exchange:
+    """An upstream exchange whose reply head has arrived, holding its model slot until ``finish``."""
+
+    model: str
+    response: UpstreamResponse
+    slot: Slot
+    queue_ms: int
+    started: float  # perf_counter at send
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def execution_ms(self) -> int:
+        return int((time.perf_counter() - self.started) * 1000)
+
+    def finish(self) -> None:
+        self.response.close()
+        self.slot.release()
+
+
+@dataclass
+class Routed:
+    """A classified and decided request, before it runs."""
+
+    body: dict
+    meta: RouterMeta
+    classification: Classification
+    decision: Decision
+    pinned: str | None = None
+
+
+def upstream_http_error(status: int, payload: Any) -> HttpError:
+    """Relay an Ollama error with its own message: 4xx keep their status, 503 stays 503, other 5xx become 502."""
+    message = upstream_error_message(payload, status)
+    extra = {"upstreamStatus": status}
+    if status == 503:
+        return HttpError(503, message, code="upstream_busy", headers=[("Retry-After", "2")], extra=extra)
+    if status >= 500:
+        return HttpError(502, message, code="upstream_error", extra=extra)
+    code = "model_not_found" if status == 404 else "upstream_rejected"
+    return HttpError(status, message, code=code, extra=extra)
+
+
+def validate_chat_body(body: Any) -> dict:
+    """The original's chat schema (§2.3), with readable messages instead of a zod dump."""
+    if not isinstance(body, dict):
+        raise HttpError(400, "Request body must be a JSON object", code="invalid_body")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise HttpError(400, "messages must be a non-empty array", code="invalid_messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise HttpError(400, f"messages[{i}] must be an object with a string role", code="invalid_messages")
+    if "model" in body and not isinstance(body["model"], str):
+        raise HttpError(400, "model must be a string", code="invalid_body")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise HttpError(400, "stream must be a boolean", code="invalid_body")
+    if "router" in body and not isinstance(body["router"], dict):
+        raise HttpError(400, "router must be an object", code="invalid_router_options")
+    return body
+
+
+def forward_body(body: dict, model: str) -> bytes:
+    """The client body for Ollama: ``model`` replaced, ``router`` removed, everything else kept as sent."""
+    out = {k: v for k, v in body.items() if k != "router"}
+    out["model"] = model
+    if "stream" not in out:
+        out["stream"] = False
+    return dumps(out)
+
+
+class Service:
+    def __init__(self, app: "App") -> None:
+        self.app = app
+        cfg = app.cfg
+        self.cfg = cfg
+        self.settings = ClassifierSettings(
+            large_context_tokens=cfg.router.classification.large_context_tokens,
+            min_confidence=cfg.router.classification.min_confidence,
+            default_task_type=cfg.router.default_task_type,
+        )
+        self._failures: dict[str, int] = {}
+
+    # ---- routing ------------------------------------------------------------------------------
+    def pin(self, model: Any) -> str | None:
+        """A client ``model`` naming a configured model (or alias) pins it; ``auto`` or unknown names route."""
+        if not isinstance(model, str) or not model or model == "auto":
+            return None
+        resolved = self.app.table.resolve(model)
+        if resolved is None and self.cfg.router.unknown_model == "reject":
+            raise HttpError(404, f"Unknown model: {model}. Use \"auto\" or one of the configured models.",
+                            code="model_not_found")
+        return resolved
+
+    def view(self) -> RuntimeView:
+        sched = self.app.scheduler
+        return RuntimeView(self.app.runtime.gpu_free_mb, sched.total_waiting, sched.states)
+
+    def route(self, body: dict, meta: RouterMeta, *, pinned: str | None = None, explain: bool = False) -> Routed:
+        t0 = time.perf_counter()
+        explicit = meta.task_type if meta.task_type not in ("", "auto") else None
+        tools = body.get("tools")
+        cls = classify(body.get("messages") or [], tools if isinstance(tools, list) else None, explicit, self.settings)
+        decision = decide(meta, cls.task_type, cls.complexity, self.app.table, self.view(),
+                          pinned=pinned, explain=explain)
+        self.app.metrics.decision_seconds.observe(time.perf_counter() - t0)
+        return Routed(body, meta, cls, decision, pinned)
+
+    # ---- running ------------------------------------------------------------------------------
+    async def open(self, models: Sequence[str], path: str, body_for: Callable[[str], bytes], *,
+                   priority: str, user: str | None, max_wait: float | None, timeout_ms: int | None,
+                   failover: bool = True) -> Exchange:
+        """Take a slot and send, trying the next model on a model failure before any byte reached the client.
+
+        Connection failures are Ollama-wide, so they neither fail over nor count toward a model's cooldown.
+        """
+        app = self.app
+        tries = list(models[: max(1, self.cfg.router.failover.max_attempts)] if failover else models[:1])
+        attempts: list[Attempt] = []
+        last: HttpError | None = None
+        for i, model in enumerate(tries):
+            spec = app.table.models[model]
+            slot = await app.scheduler.acquire(model, priority, user=user, max_wait=max_wait)
+            limit = spec.timeout_ms if timeout_ms is None else min(timeout_ms, spec.timeout_ms)
+            started = time.perf_counter()
+            try:
+                resp = await app.client.request(
+                    "POST", path, body_for(model), timeout=limit / 1000,
+                    first_byte_timeout=self.cfg.ollama.first_byte_timeout_ms / 1000,
+                )
+            except UpstreamError as e:
+                slot.release()
+                app.metrics.upstream_errors.inc(model, e.kind)
+                attempts.append(Attempt(model, e.kind, e.message))
+                last = e.to_http(self.cfg.ollama.base_url)
+                if e.kind == "connect":
+                    app.runtime.poke()
+                    break
+                self._failed(model)
+                continue
+            except BaseException:
+                slot.release()
+                raise
+            if resp.status in _FAILOVER_STATUSES and i + 1 < len(tries):
+                try:
+                    payload = json_or_raw(await resp.read())
+                except UpstreamError:
+                    payload = {}
+                finally:
+                    resp.close()
+                slot.release()
+                app.metrics.upstream_errors.inc(model, f"http_{resp.status}")
+                attempts.append(Attempt(model, f"http_{resp.status}", upstream_error_message(payload, resp.status)))
+                last = upstream_http_error(resp.status, payload)
+                self._failed(model)
+                continue
+            if resp.status < 500:
+                self._succeeded(model)
+            else:
+                self._failed(model)
+            if attempts:
+                app.metrics.failovers.inc(attempts[-1].model, model)
+            attempts.append(Attempt(model, "ok" if resp.status < 400 else f"http_{resp.status}"))
+            app.metrics.queue_seconds.observe(slot.queue_ms / 1000, model)
+            return Exchange(model, resp, slot, slot.queue_ms, started, attempts)
+        assert last is not None
+        if len(attempts) > 1:
+            last.extra = {**(last.extra or {}), "attempts": [a.to_json() for a in attempts]}
+        raise last
+
+    def _failed(self, model: str) -> None:
+        n = self._failures.get(model, 0) + 1
+        self._failures[model] = n
+        fo = self.cfg.router.failover
+        if n >= fo.cooldown_failures:
+            self._failures[model] = 0
+            scheduler = self.app.scheduler
+            scheduler.set_cooldown(model, True)
+            self.app.metrics.cooldowns.inc(model)
+            self.app.log.warning("model_cooldown", model=model, cooldownMs=fo.cooldown_ms)
+            asyncio.get_running_loop().call_later(fo.cooldown_ms / 1000, scheduler.set_cooldown, model, False)
+
+    def _succeeded(self, model: str) -> None:
+        self._failures.pop(model, None)
+
+    async def read_result(self, ex: Exchange) -> Any:
+        """Read a whole upstream reply; an upstream error status becomes the matching HttpError."""
+        try:
+            data = await ex.response.read()
+        except UpstreamError as e:
+            self.app.metrics.upstream_errors.inc(ex.model, e.kind)
+            raise e.to_http(self.cfg.ollama.base_url) from None
+        finally:
+            ex.finish()
+        payload = json_or_raw(data)
+        if ex.response.status >= 400:
+            raise upstream_http_error(ex.response.status, payload)
+        return payload
+
+    def router_object(self, routed: Routed, ex: Exchange | None, mode: str = "sync") -> dict:
+        d = routed.decision
+        cls = routed.classification
+        model = ex.model if ex is not None else d.model
+        reason = d.reason
+        if ex is not None and model != d.model:
+            failed = ", ".join(f"{a.model} ({a.outcome})" for a in ex.attempts if a.model != model)
+            reason = f"Failed over to {model} after {failed}; originally: {d.reason}"
+        skipped = [f"{c.name} ({c.blocked})" for c in d.blocked]
+        if skipped:
+            reason += "; skipped: " + ", ".join(skipped)
+        if cls.signals and not cls.explicit:
+            reason += "; signals: " + ", ".join(cls.signals)
+        obj: dict[str, Any] = {
+            "mode": mode,
+            "taskType": cls.task_type,
+            "selectedModel": model,
+            "fallbackModels": [c for c in d.candidates if c != model],
+            "queueTimeMs": ex.queue_ms if ex else 0,
+            "executionTimeMs": ex.execution_ms() if ex else 0,
+            "decisionReason": reason,
+            "complexity": cls.complexity,
+            "confidence": round(cls.confidence, 3),
+        }
+        if routed.pinned is not None:
+            obj["pinned"] = True
+        if ex is not None and len(ex.attempts) > 1:
+            obj["attempts"] = [a.to_json() for a in ex.attempts]
+        if routed.meta.explain:
+            obj["candidates"] = [{"name": c.name, "score": round(c.score, 3)} for c in d.ranked] + [
+                {"name": c.name, "score": round(c.score, 3), "blocked": c.blocked} for c in d.blocked
+            ]
+        return obj
+
+    def record(self, plane: str, routed: Routed | None, model: str | None, mode: str, status: int,
+               seconds: float, stats: StreamStats | None = None, usage: dict | None = None) -> None:
+        m = self.app.metrics
+        task = routed.classification.task_type if routed else None
+        m.requests.inc(plane, m.task_label(task), m.model_label(model), mode, str(status))
+        if model is not None and mode in ("sync", "stream"):
+            label = m.model_label(model)
+            m.request_seconds.observe(seconds, label)
+            if stats is not None and stats.first_byte_at is not None:
+                m.ttft_seconds.observe(stats.first_byte_at, label)
+            usage = usage or (stats.usage if stats else None)
+            tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+            if isinstance(tokens, int) and tokens > 0 and seconds > 0:
+                m.tokens_per_second.observe(tokens / seconds, label)
+
+
+def json_or_raw(data: bytes) -> Any:
+    if not data.strip():
+        return {}
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {"raw": data.decode("utf-8", "replace")}
