@@ -85,6 +85,7 @@ class Scheduler:
         self._loaded: dict[str, str] = {}  # model -> processor text (lower-cased), from the runtime snapshot
         self._cooldown: set[str] = set()
         self._seq = 0
+        self._dispatching = False
         self._aging = max(1, cfg.queue.aging_ms) / 1000.0
 
     # ---- views for routing and status -----------------------------------------------------------
@@ -244,7 +245,19 @@ class Scheduler:
         return best
 
     def _dispatch(self) -> None:
-        """Start waiting tickets while slots allow, best effective priority first across models."""
+        """Start waiting tickets while slots allow, best effective priority first across models.
+
+        Re-entrant calls (a job callback releasing at once) return early; the outer loop picks the slot up.
+        """
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            self._dispatch_loop()
+        finally:
+            self._dispatching = False
+
+    def _dispatch_loop(self) -> None:
         while self.total_waiting and self.total_running < self.cfg.queue.global_max_concurrent:
             now = self.clock()
             best = None

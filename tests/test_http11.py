@@ -1,0 +1,102 @@
+"""The sans-IO HTTP/1.1 parser: heads, body framing, and the strictness that prevents smuggling."""
+
+import pytest
+
+from ollama_agent_router.http11 import ChunkedDecoder, ProtocolError, find_head_end, parse_head
+
+
+def head(text: str):
+    raw = text.replace("\n", "\r\n").encode()
+    end = find_head_end(raw)
+    assert end > 0
+    return parse_head(raw[: end - 4])
+
+
+def test_basic_get():
+    h = head("GET /v1/models?x=1 HTTP/1.1\nHost: a\nX-Thing:  v  \n\n")
+    assert (h.method, h.path, h.query, h.version) == ("GET", "/v1/models", "x=1", "1.1")
+    assert h.headers == {"host": "a", "x-thing": "v"}
+    assert h.keep_alive and not h.has_body
+
+
+def test_keep_alive_rules():
+    assert not head("GET / HTTP/1.1\nConnection: close\n\n").keep_alive
+    assert not head("GET / HTTP/1.0\n\n").keep_alive
+    assert head("GET / HTTP/1.0\nConnection: keep-alive\n\n").keep_alive
+
+
+def test_content_length_and_chunked():
+    assert head("POST / HTTP/1.1\nContent-Length: 12\n\n").content_length == 12
+    h = head("POST / HTTP/1.1\nTransfer-Encoding: chunked\n\n")
+    assert h.chunked and h.has_body
+
+
+def test_repeated_headers_are_joined():
+    assert head("GET / HTTP/1.1\nAccept: a\nAccept: b\n\n").headers["accept"] == "a, b"
+
+
+@pytest.mark.parametrize(
+    "text,status",
+    [
+        ("GET / HTTP/1.1\nContent-Length: 5\nTransfer-Encoding: chunked\n\n", 400),  # CL + TE
+        ("GET / HTTP/1.1\nContent-Length: 5\nContent-Length: 6\n\n", 400),  # conflicting CL
+        ("GET / HTTP/1.1\nContent-Length: 5, 5\n\n", 400),
+        ("GET / HTTP/1.1\nContent-Length: -1\n\n", 400),
+        ("GET / HTTP/1.1\nTransfer-Encoding: gzip, chunked\n\n", 400),
+        ("GET / HTTP/1.1\nTransfer-Encoding: chunked\nTransfer-Encoding: chunked\n\n", 400),
+        ("GET / HTTP/1.0\nTransfer-Encoding: chunked\n\n", 400),
+        ("GET / HTTP/1.1\nX: a\n folded\n\n", 400),  # obs-fold
+        ("GET / HTTP/1.1\nX : a\n\n", 400),  # space before colon
+        ("GET / HTTP/1.1\nHost: a\nHost: b\n\n", 400),
+        ("GET /a b HTTP/1.1\n\n", 400),
+        ("GET http://evil/ HTTP/1.1\n\n", 400),
+        ("GET / HTTP/2.0\n\n", 505),
+        ("GET / FOO/1.1\n\n", 400),
+        ("G(T / HTTP/1.1\n\n", 400),
+    ],
+)
+def test_rejects_ambiguous_heads(text, status):
+    with pytest.raises(ProtocolError) as e:
+        head(text)
+    assert e.value.status == status
+
+
+@pytest.mark.parametrize("raw", [b"GET / HTTP/1.1\r\nX: a\x00b", b"GET / HTTP/1.1\r\nX: a\rb", b"GET /\x00 HTTP/1.1"])
+def test_rejects_nul_and_bare_cr(raw):
+    with pytest.raises(ProtocolError):
+        parse_head(raw)
+
+
+def test_too_many_headers():
+    block = ("GET / HTTP/1.1\r\n" + "".join(f"h{i}: v\r\n" for i in range(101))).encode()
+    with pytest.raises(ProtocolError) as e:
+        parse_head(block.rstrip(b"\r\n"), max_headers=100)
+    assert e.value.status == 431
+
+
+def test_chunked_decoder_incremental_and_leftover():
+    dec = ChunkedDecoder(limit=100)
+    stream = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT"
+    rest = b""
+    for i in range(len(stream)):
+        rest = dec.feed(stream[i : i + 1])
+        if dec.done:
+            rest += stream[i + 1 :]
+            break
+    assert dec.done and bytes(dec.body) == b"hello world" and rest == b"NEXT"
+
+
+@pytest.mark.parametrize(
+    "data,status",
+    [
+        (b"zz\r\nhello\r\n", 400),
+        (b"5\r\nhelloXX0\r\n\r\n", 400),
+        (b"fffffffffffffffff\r\n", 400),  # 17 hex digits
+        (b"ffffff\r\n", 413),  # over the limit, refused before any data arrives
+        (b"-1\r\n", 400),
+    ],
+)
+def test_chunked_decoder_errors(data, status):
+    with pytest.raises(ProtocolError) as e:
+        ChunkedDecoder(limit=1000).feed(data)
+    assert e.value.status == status
