@@ -21,7 +21,8 @@ from .config_types import (
     ApiKey, ClassificationConfig, Config, FailoverConfig, GpuConfig, GpuMonitorConfig, HttpsConfig,
     JobsConfig, ManagedAccess, MetricsConfig, ModelSpec, OllamaConfig, QueueConfig, RouterConfig, ServerConfig,
 )
-from .fsutil import Quoted, atomic_write_text, yaml_dump, yaml_key_lines, yaml_load
+from .fsutil import atomic_write_text
+from .yaml12 import Quoted, yaml_dump, yaml_key_lines, yaml_load
 
 
 class ConfigError(Exception):

@@ -14,6 +14,9 @@ DECISION_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 
 TPS_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
 
 
+_LE_INF = 'le="+Inf"'
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -71,8 +74,9 @@ class Histogram:
             cumulative = 0
             for bound, n in zip(self.buckets, s):
                 cumulative += n
-                yield f"{self.name}_bucket{_labels(self.labels, values, f'le=\"{_num(bound)}\"')} {cumulative}"
-            yield f"{self.name}_bucket{_labels(self.labels, values, 'le=\"+Inf\"')} {s[-1]}"
+                le = 'le="' + _num(bound) + '"'
+                yield f"{self.name}_bucket{_labels(self.labels, values, le)} {cumulative}"
+            yield f"{self.name}_bucket{_labels(self.labels, values, _LE_INF)} {s[-1]}"
             yield f"{self.name}_sum{_labels(self.labels, values)} {_num(s[-2])}"
             yield f"{self.name}_count{_labels(self.labels, values)} {s[-1]}"
 

@@ -1,0 +1,115 @@
+"""YAML with 1.2 core semantics, for the config and the managed access file.
+
+PyYAML implements YAML 1.1, where ``on``/``yes`` are booleans, ``1:30`` is 90 and ``017`` is octal. The
+original router (and most YAML written today) means YAML 1.2 core, where those stay strings or decimals.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import yaml
+
+_CORE_RESOLVERS: list[tuple[str, re.Pattern[str], list[str]]] = [
+    ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")),
+    ("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")),
+    (
+        "tag:yaml.org,2002:float",
+        re.compile(
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        ),
+        list("-+.0123456789"),
+    ),
+    ("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]),
+]
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    value = loader.construct_scalar(node)
+    if value.startswith(("0o", "0x")):
+        return int(value[2:], 8 if value[1] == "o" else 16)
+    return int(value, 10)
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    value = loader.construct_scalar(node).lower()
+    if value.endswith(".inf"):
+        return -math.inf if value.startswith("-") else math.inf
+    return math.nan if value == ".nan" else float(value)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core scalars, no merge keys, and an error on a duplicate key."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# Our own resolver table: the global SafeLoader keeps its 1.1 behaviour for everyone else.
+_Loader.yaml_implicit_resolvers = {}
+for _tag, _regexp, _first in _CORE_RESOLVERS:
+    _Loader.add_implicit_resolver(_tag, _regexp, _first)
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+class Quoted(str):
+    """A string that ``yaml_dump`` always writes in double quotes."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string that a YAML 1.1 *or* a 1.2 reader would take for something else."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+for _tag, _regexp, _first in _CORE_RESOLVERS:
+    _Dumper.add_implicit_resolver(_tag, _regexp, _first)
+_Dumper.add_representer(Quoted, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", str(v), style='"'))
+
+
+def yaml_load(text: str) -> Any:
+    """One YAML document, YAML 1.2 core. Raises ``yaml.YAMLError`` (with a mark) on bad input."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def yaml_dump(data: Any) -> str:
+    """Block-style YAML, keys in insertion order, readable the same way by YAML 1.1 and 1.2 parsers."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def yaml_key_lines(text: str) -> dict[tuple[Any, ...], int]:
+    """The 1-based line of each key path in ``text`` (``("models", 2, "sizeGb")`` -> 42); {} if unparsable."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return {}
+    if root is None:
+        return {}
+    lines: dict[tuple[Any, ...], int] = {(): root.start_mark.line + 1}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...], above: frozenset[int]) -> None:
+        if id(node) in above:  # a recursive alias
+            return
+        if isinstance(node, yaml.MappingNode):
+            children = [(k.value, k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(i, item, item) for i, item in enumerate(node.value)]
+        else:
+            return
+        for key, marked, child in children:
+            lines.setdefault(path + (key,), marked.start_mark.line + 1)
+            walk(child, path + (key,), above | {id(node)})
+
+    walk(root, (), frozenset())
+    return lines
