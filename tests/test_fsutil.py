@@ -8,7 +8,7 @@ import stat
 import pytest
 import yaml
 
-from ollama_agent_router import fsutil
+from ollama_agent_router import fsutil, yaml12
 from ollama_agent_router.fsutil import atomic_write_text
 
 
@@ -84,22 +84,22 @@ AMBIGUOUS = ["yes", "on", "n", "1e5", "0o17", "017", "0x1F", "1:30", "2001-12-14
 
 
 def test_yaml_dump_quotes_what_either_yaml_version_would_misread():
-    data = {"ids": AMBIGUOUS, "plain": "qwen2.5-coder:7b", "when": fsutil.Quoted("2026-01-31T12:00:00.000Z")}
-    text = fsutil.yaml_dump(data)
+    data = {"ids": AMBIGUOUS, "plain": "qwen2.5-coder:7b", "when": yaml12.Quoted("2026-01-31T12:00:00.000Z")}
+    text = yaml12.yaml_dump(data)
     assert 'when: "2026-01-31T12:00:00.000Z"' in text and "plain: qwen2.5-coder:7b" in text
-    assert fsutil.yaml_load(text) == data
+    assert yaml12.yaml_load(text) == data
     assert yaml.safe_load(text) == data
 
 
 def test_yaml_load_is_1_2_core():
-    assert fsutil.yaml_load("[yes, on, 1:30, 017, 0o17, 0x1F, 1e3, .5, -.inf, ~, 2001-12-14, TRUE, 0b11]") == [
+    assert yaml12.yaml_load("[yes, on, 1:30, 017, 0o17, 0x1F, 1e3, .5, -.inf, ~, 2001-12-14, TRUE, 0b11]") == [
         "yes", "on", "1:30", 17, 15, 31, 1000.0, 0.5, float("-inf"), None, "2001-12-14", True, "0b11"]
     with pytest.raises(yaml.YAMLError, match="duplicate key 'a'"):
-        fsutil.yaml_load("a: 1\na: 2\n")
+        yaml12.yaml_load("a: 1\na: 2\n")
 
 
 def test_yaml_key_lines():
-    lines = fsutil.yaml_key_lines("server:\n  port: 1\nmodels:\n  - name: a\n  - name: b\n    sizeGb: 0\n")
+    lines = yaml12.yaml_key_lines("server:\n  port: 1\nmodels:\n  - name: a\n  - name: b\n    sizeGb: 0\n")
     assert lines[("server", "port")] == 2
     assert lines[("models", 1)] == 5 and lines[("models", 1, "sizeGb")] == 6
-    assert fsutil.yaml_key_lines("a: [") == {} and fsutil.yaml_key_lines("") == {}
+    assert yaml12.yaml_key_lines("a: [") == {} and yaml12.yaml_key_lines("") == {}
