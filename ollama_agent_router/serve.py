@@ -64,7 +64,8 @@ async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, por
     if simulate:
         from .simulator import OllamaSimulator
 
-        sim = OllamaSimulator.from_config(cfg, log=log)
+        # The simulator's own access log would drown the router's: it only reports warnings.
+        sim = OllamaSimulator.from_config(cfg, log=Logger("warning"))
         await sim.start()
         cfg = _simulated(cfg, sim.url)
         backend = sim.gpu_backend()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import subprocess
 import time
 
@@ -107,7 +108,8 @@ def test_streaming_tool_call_deltas_pass_through_untouched(stack):
     calls = [tc for chunk in stream for ch in chunk.choices for tc in (ch.delta.tool_calls or [])]
     assert calls and calls[0].function.name == "get_weather"
     assert json.loads(calls[0].function.arguments)
-    assert stack.sim.calls[-1]["model"] == QWEN  # tools[] -> tool_use -> qwen first in the route
+    # tools[] -> tool_use: gpt-oss edges out qwen by its priority (spec §5.5, "by a hair")
+    assert stack.sim.calls[-1]["model"] == GPTOSS and stack.sim.calls[-1]["body"]["tools"] == tools
 
 
 def test_mid_stream_failure_becomes_an_sdk_error(stack):
@@ -321,7 +323,7 @@ def test_https(stack_factory, tmp_path):
     import httpx
 
     client = openai.OpenAI(base_url=f"https://127.0.0.1:{stack.port}/v1", api_key="x", max_retries=0,
-                           http_client=httpx.Client(verify=str(cert)))
+                           http_client=httpx.Client(verify=ssl.create_default_context(cafile=str(cert))))
     reply = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Hello there"}])
     assert reply.model_extra["router"]["selectedModel"] == VIBE
     with pytest.raises(Exception):
