@@ -26,6 +26,7 @@ from .log import Logger
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
 _UNREQUESTED_BODY_WINDOW = 64 * 1024  # bytes of a body we accept before the handler asks for it
+_LINGER_SECONDS = 2.0  # how long a closing connection keeps draining a client that is still sending
 _STATUS_LINES = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("ascii") for s in HTTPStatus
 }
@@ -171,6 +172,7 @@ class _Connection(asyncio.Protocol):
         self._body_waiter: asyncio.Future | None = None
         self._continue_sent = False
         self._timer_kind = ""
+        self._deadline = 0.0
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -185,12 +187,15 @@ class _Connection(asyncio.Protocol):
             self._write_error_and_close(503, "Too many connections", "too_many_connections", [("Retry-After", "1")])
             return
         # A fresh connection gets the short header timeout: a silent client should not hold a slot for long.
-        self._arm(self.limits.header_timeout, self._on_timeout)
+        self._arm(self.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.task is not None and not self.task.done():
             # Nobody is waiting for the answer any more: cancel, so upstream work and queue slots are released.
             self.task.cancel()
@@ -210,6 +215,8 @@ class _Connection(asyncio.Protocol):
             self._write_waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.state == "closing":
+            return  # lingering after a final reply: discard what the client is still sending
         if self.state == "body":
             self._feed_body(data)
             return
@@ -227,7 +234,7 @@ class _Connection(asyncio.Protocol):
             if len(buf) > self.limits.max_header_bytes:
                 self._write_error_and_close(431, "Request header block too large", "headers_too_large")
             elif buf and self._timer_kind != "header":
-                self._arm(self.limits.header_timeout, self._on_timeout, "header")
+                self._arm(self.limits.header_timeout, "header")
             return
         if end - 4 > self.limits.max_header_bytes:
             self._write_error_and_close(431, "Request header block too large", "headers_too_large")
@@ -251,6 +258,8 @@ class _Connection(asyncio.Protocol):
         if self.state == "body":
             if rest:
                 self._feed_body(rest)
+            if self.state == "body":  # the body did not come with the head: bound the wait for it
+                self._arm(self.limits.body_timeout, "body")
         else:
             self.buf = bytearray(rest)
 
@@ -270,7 +279,6 @@ class _Connection(asyncio.Protocol):
             self._disarm()
         else:
             self.state = "body"
-            self._arm(self.limits.body_timeout, self._on_timeout, "body")
 
     def _feed_body(self, data: bytes) -> None:
         if self._decoder is not None:
@@ -398,8 +406,12 @@ class _Connection(asyncio.Protocol):
                     break
                 if chunk:
                     transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                if self._write_waiter is not None and not self._write_waiter.done():
-                    await asyncio.wait_for(self._write_waiter, self.limits.write_timeout)
+                waiter = self._write_waiter
+                if waiter is not None and not waiter.done():
+                    await asyncio.wait((waiter,), timeout=self.limits.write_timeout)
+                    if not waiter.done():
+                        raise asyncio.TimeoutError
+                    waiter.result()  # raises if the connection went away while we waited
             if not self.closed:
                 transport.write(b"0\r\n\r\n")
         except asyncio.TimeoutError:
@@ -423,7 +435,7 @@ class _Connection(asyncio.Protocol):
             return
         self.state = "head"
         self.task = None
-        self._arm(self.limits.idle_timeout, self._on_timeout)
+        self._arm(self.limits.idle_timeout)
         self._resume_reading()
         if self.buf:
             self._try_head()
@@ -459,9 +471,22 @@ class _Connection(asyncio.Protocol):
         self._close()
 
     def _close(self) -> None:
-        self._disarm()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        """Close after the last reply. Closing a socket with unread input makes the kernel send a reset,
+        which can destroy the reply before the client reads it (a 413 while the body is still coming).
+        So: send FIN, keep reading and discarding for a moment, and close when the client does."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.state == "closing":
+            return
+        if not transport.can_write_eof():
+            self._disarm()
+            transport.close()
+            return
+        self.state = "closing"
+        transport.write_eof()
+        self._resume_reading()
+        self._arm(_LINGER_SECONDS, "linger")
 
     def _abort(self) -> None:
         self._disarm()
@@ -479,21 +504,34 @@ class _Connection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
-    def _arm(self, seconds: float, callback: Callable[[], None], kind: str = "idle") -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+    def _arm(self, seconds: float, kind: str = "idle") -> None:
+        """Set the connection's one deadline. The timer handle is reused: moving a deadline later costs
+        a float store, and an early firing re-arms itself (requests on a keep-alive connection would
+        otherwise create and cancel two timers each)."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + seconds
         self._timer_kind = kind
-        self._timer = asyncio.get_running_loop().call_later(seconds, callback)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
+        if self._timer is not None and self._timer.when() > self._deadline:
             self._timer.cancel()
             self._timer = None
-        self._timer_kind = ""
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._on_timeout)
+
+    def _disarm(self) -> None:
+        self._timer_kind = ""  # a pending handle finds nothing to do when it fires
 
     def _on_timeout(self) -> None:
         self._timer = None
+        if not self._timer_kind or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._on_timeout)
+            return
         kind, self._timer_kind = self._timer_kind, ""
+        if kind == "linger":
+            self._abort()
+            return
         if kind == "idle":
             self._close()
             return
@@ -548,10 +586,10 @@ class HttpServer:
         clean = True
         if self.in_flight:
             self.idle_event = asyncio.Event()
-            try:
-                await asyncio.wait_for(self.idle_event.wait(), grace)
-            except asyncio.TimeoutError:
-                clean = False
+            waiter = asyncio.ensure_future(self.idle_event.wait())
+            await asyncio.wait((waiter,), timeout=grace)
+            clean = waiter.done()
+            waiter.cancel()
         for conn in list(self.connections):
             conn._abort() if conn.state != "head" else conn._close()
         for server in self._servers:

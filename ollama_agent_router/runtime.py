@@ -173,11 +173,14 @@ class Runtime:
         self._wake.set()
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            # A timer sets the event rather than wait_for(), whose cancellation races in Python 3.10/3.11.
+            tick = loop.call_later(self.interval, self._wake.set)
             try:
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
+                await self._wake.wait()
+            finally:
+                tick.cancel()
             self._wake.clear()
             try:
                 await self.refresh()

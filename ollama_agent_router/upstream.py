@@ -147,12 +147,18 @@ class OllamaClient:
         self._host_header = netloc if self.port == default_port else f"{netloc}:{self.port}"
 
     async def _connect(self) -> _Conn:
+        # asyncio.wait rather than wait_for: the latter can lose a cancellation in Python 3.10/3.11.
+        task = asyncio.ensure_future(asyncio.open_connection(self.host, self.port, ssl=self._ssl, limit=1 << 20))
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, ssl=self._ssl, limit=1 << 20), self.connect_timeout
-            )
-        except asyncio.TimeoutError:
-            raise UpstreamError("connect", f"connect timed out after {self.connect_timeout:g}s") from None
+            await asyncio.wait((task,), timeout=self.connect_timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not task.done():
+            task.cancel()
+            raise UpstreamError("connect", f"connect timed out after {self.connect_timeout:g}s")
+        try:
+            reader, writer = task.result()
         except OSError as e:
             raise UpstreamError("connect", e.strerror or str(e)) from None
         return _Conn(reader, writer)

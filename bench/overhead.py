@@ -1,0 +1,335 @@
+"""Router overhead against direct-to-simulator, one run, ratios and differences.
+
+    python bench/overhead.py [--requests 3000] [--conns 16] [--stream-chunks 200] [--secured]
+
+Starts a zero-delay simulator and the router as separate processes on loopback, then drives both with
+the same requests from this process (a small asyncio HTTP/1.1 keep-alive client; its own ceiling is
+shown by the direct column). Prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+BENCH_KEY = "bench-key-0123456789abcdef"
+ROUTER_PORT = [0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+SIM_SCRIPT = """
+import asyncio, sys
+sys.path.insert(0, {root!r})
+from ollama_agent_router.simulator import OllamaSimulator, SimModel
+from ollama_agent_router.log import Logger
+async def main():
+    sim = OllamaSimulator([SimModel("bench:7b", 4.0), SimModel("bench-coder:7b", 4.0)], num_parallel=64,
+                          max_queue=100000, reply_tokens={tokens}, log=Logger("error"))
+    await sim.start("127.0.0.1", {port})
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def config_text(sim_port: int, port: int, secured: bool) -> str:
+    access = ""
+    if secured:
+        import hashlib
+
+        digest = "sha256:" + hashlib.sha256(BENCH_KEY.encode()).hexdigest()
+        access = f"""
+access:
+  managed:
+    planes:
+      standalone:
+        enabled: true
+        auth: {{requireApiKey: true, anonymous: reject}}
+        defaultLimit: {{requests: 100000000, windowSeconds: 60}}
+      runtimeAgent:
+        enabled: true
+        auth: {{requireApiKey: true, anonymous: reject}}
+    apiKeys:
+      - id: bench
+        keyHash: "{digest}"
+        scopes: [standalone, runtimeAgent]
+"""
+    return f"""
+server: {{nodeId: bench, host: 127.0.0.1, port: {port}, requestBodyLimit: 8mb}}
+ollama: {{baseUrl: "http://127.0.0.1:{sim_port}", requestTimeoutMs: 60000}}
+gpu: {{provider: none, vramTotalMb: 0, vramSafetyReserveMb: 0, maxGpuUtilizationPct: 100, monitor: {{enabled: false, intervalMs: 1000}}}}
+router:
+  syncMaxQueueTimeMs: 60000
+  heavyLoadQueueDepth: 1000000
+  heavyLoadGpuFreeMbThreshold: 0
+  classification: {{classifierTimeoutMs: 1000}}
+jobs: {{resultTtlSeconds: 3600, maxAttempts: 1, cleanupIntervalMs: 60000}}
+models:
+  - {{name: "bench:7b", sizeGb: 4, purpose: [simple_chat, triage, summarize, unknown], maxConcurrent: 64,
+      defaultContext: 4096, maxContext: 8192, timeoutMs: 60000, allowWhenBusy: true}}
+  - {{name: "bench-coder:7b", sizeGb: 4, purpose: [code_generate, code_fix, code_review], maxConcurrent: 64,
+      defaultContext: 4096, maxContext: 8192, timeoutMs: 60000, allowWhenBusy: true}}
+routes:
+  simple_chat: ["bench:7b"]
+  unknown: ["bench:7b"]
+  code_generate: ["bench-coder:7b"]
+queue: {{globalMaxConcurrent: 1000, globalMaxQueued: 100000, perUserMaxQueued: 100000, timeoutMs: 60000}}
+{access}"""
+
+
+class Conn:
+    """A minimal keep-alive HTTP/1.1 client: one request at a time, Content-Length or chunked replies."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def post(self, path: str, body: bytes, headers: str = "", on_first=None) -> tuple[int, int]:
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{headers}\r\n".encode() + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        if on_first:
+            on_first()
+        status = int(head[9:12])
+        lower = head.lower()
+        size = 0
+        if b"transfer-encoding: chunked" in lower:
+            while True:
+                line = await self.reader.readuntil(b"\r\n")
+                n = int(line.strip(), 16)
+                data = await self.reader.readexactly(n + 2)
+                size += n
+                if n == 0:
+                    break
+        else:
+            i = lower.index(b"content-length:")
+            n = int(lower[i + 15 : lower.index(b"\r\n", i)])
+            size = len(await self.reader.readexactly(n))
+        return status, size
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+MESSAGES = [{"role": "user", "content": "Hello there, how are you?"}]
+
+
+def body_for(port_is_router: bool, stream: bool = False) -> bytes:
+    """The same request both ways; direct calls name the model the router would pick."""
+    body = {"model": "auto" if port_is_router else "bench:7b", "messages": MESSAGES}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+async def latency(port: int, path: str, n: int, headers: str) -> list[float]:
+    body = body_for(port == ROUTER_PORT[0])
+    c = Conn(port)
+    await c.open()
+    out = []
+    for _ in range(100):  # warm-up
+        await c.post(path, body, headers)
+    for _ in range(n):
+        t = time.perf_counter()
+        status, _ = await c.post(path, body, headers)
+        out.append(time.perf_counter() - t)
+        assert status == 200, status
+    c.close()
+    return out
+
+
+async def throughput(port: int, path: str, conns: int, seconds: float, headers: str, count: int = 0) -> float:
+    """Requests per second over ``seconds`` (or until ``count`` requests when given)."""
+    done = 0
+    stop = time.perf_counter() + seconds
+    body = body_for(port == ROUTER_PORT[0])
+
+    async def worker() -> None:
+        nonlocal done
+        c = Conn(port)
+        await c.open()
+        while (done < count) if count else (time.perf_counter() < stop):
+            status, _ = await c.post(path, body, headers)
+            assert status == 200, status
+            done += 1
+        c.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return done / (time.perf_counter() - t0)
+
+
+async def streaming(port: int, path: str, n: int, headers: str) -> tuple[list[float], list[float]]:
+    body = body_for(port == ROUTER_PORT[0], stream=True)
+    c = Conn(port)
+    await c.open()
+    ttfb, total = [], []
+    for i in range(n + 5):
+        first: list[float] = []
+        t = time.perf_counter()
+        status, _ = await c.post(path, body, headers, on_first=lambda: first.append(time.perf_counter()))
+        end = time.perf_counter()
+        assert status == 200
+        if i >= 5:
+            ttfb.append(first[0] - t)
+            total.append(end - t)
+    c.close()
+    return ttfb, total
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))]
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.3f}"
+
+
+def decision_us(n_models: int, reps: int = 2000) -> float:
+    from ollama_agent_router.config import parse_config
+    from ollama_agent_router.classifier import classify
+    from ollama_agent_router.routing import RoutingTable, RuntimeView, decide, normalize_meta
+
+    import yaml
+
+    raw = yaml.safe_load(config_text(1, 2, False))
+    base = raw["models"][0]
+    raw["models"] = [dict(base, name=f"m{i}:7b", purpose=["simple_chat", "code_generate"]) for i in range(n_models)]
+    raw["routes"] = {"simple_chat": [f"m{i}:7b" for i in range(min(n_models, 8))], "unknown": ["m0:7b"]}
+    cfg = parse_config(raw)
+    table = RoutingTable(cfg)
+    view = RuntimeView(None, 0, {})
+    body = {"messages": MESSAGES}
+    meta = normalize_meta(None, cfg)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        cls = classify(body["messages"], None, None)
+        decide(meta, cls.task_type, cls.complexity, table, view)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--stream-chunks", type=int, default=200)
+    ap.add_argument("--streams", type=int, default=200)
+    ap.add_argument("--secured", action="store_true", help="key-protected standalone plane with a rate limit")
+    ap.add_argument("--soak", type=int, default=0, help="extra requests before the final RSS reading")
+    args = ap.parse_args()
+
+    sim_port, router_port = free_port(), free_port()
+    ROUTER_PORT[0] = router_port
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    sim = subprocess.Popen([sys.executable, "-c", SIM_SCRIPT.format(root=ROOT, port=sim_port, tokens=args.stream_chunks)],
+                           env=env)
+    tmp = tempfile.mkdtemp()
+    cfg_path = os.path.join(tmp, "bench.yaml")
+    with open(cfg_path, "w") as f:
+        f.write(config_text(sim_port, router_port, args.secured))
+    router = subprocess.Popen([sys.executable, "-m", "ollama_agent_router", "serve", "-c", cfg_path,
+                               "--log-level", "warning"], env=env)
+    try:
+        wait_port(sim_port)
+        wait_port(router_port)
+        time.sleep(0.5)
+        rss_idle = rss_kb(router.pid)
+        headers = f"Authorization: Bearer {BENCH_KEY}\r\n" if args.secured else ""
+        direct_path, router_path = "/v1/chat/completions", "/v1/chat/completions"
+
+        async def run() -> dict:
+            r: dict = {}
+            r["lat_direct"] = await latency(sim_port, direct_path, args.requests, "")
+            r["lat_router"] = await latency(router_port, router_path, args.requests, headers)
+            r["rps_direct"] = await throughput(sim_port, direct_path, args.conns, args.seconds, "")
+            r["rps_router"] = await throughput(router_port, router_path, args.conns, args.seconds, headers)
+            r["rps1_direct"] = await throughput(sim_port, direct_path, 1, args.seconds / 2, "")
+            r["rps1_router"] = await throughput(router_port, router_path, 1, args.seconds / 2, headers)
+            r["st_direct"] = await streaming(sim_port, direct_path, args.streams, "")
+            r["st_router"] = await streaming(router_port, router_path, args.streams, headers)
+            if args.soak:
+                await throughput(router_port, router_path, args.conns, 0, headers, count=args.soak)
+            return r
+
+        r = asyncio.run(run())
+        rss_after = rss_kb(router.pid)
+    finally:
+        for p in (router, sim):
+            p.send_signal(signal.SIGTERM)
+        for p in (router, sim):
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    d50, d99 = pct(r["lat_direct"], 0.5), pct(r["lat_direct"], 0.99)
+    r50, r99 = pct(r["lat_router"], 0.5), pct(r["lat_router"], 0.99)
+    sd_t, sd_total = r["st_direct"]
+    sr_t, sr_total = r["st_router"]
+    rows = [
+        ("c=1 p50 latency (ms)", ms(d50), ms(r50), f"+{ms(r50 - d50)}"),
+        ("c=1 p99 latency (ms)", ms(d99), ms(r99), f"+{ms(r99 - d99)}"),
+        ("c=1 req/s", f"{r['rps1_direct']:.0f}", f"{r['rps1_router']:.0f}", f"{r['rps1_router'] / r['rps1_direct']:.0%}"),
+        (f"c={args.conns} req/s", f"{r['rps_direct']:.0f}", f"{r['rps_router']:.0f}", f"{r['rps_router'] / r['rps_direct']:.0%}"),
+        (f"stream {args.stream_chunks} chunks TTFB p50 (ms)", ms(pct(sd_t, .5)), ms(pct(sr_t, .5)), f"+{ms(pct(sr_t, .5) - pct(sd_t, .5))}"),
+        (f"stream {args.stream_chunks} chunks total p50 (ms)", ms(pct(sd_total, .5)), ms(pct(sr_total, .5)),
+         f"+{ms(pct(sr_total, .5) - pct(sd_total, .5))}"),
+        ("router RSS idle / after (MB)", "", f"{rss_idle / 1024:.1f} / {rss_after / 1024:.1f}",
+         f"{(rss_after - rss_idle) / max(rss_idle, 1):+.0%}"),
+    ]
+    for n in (10, 100, 1000):
+        rows.append((f"decision (classify+score) {n} models, median µs", "", f"{decision_us(n, 2000 if n < 1000 else 300):.1f}", ""))
+    print(f"\nrouter overhead — {'secured (key + rate limit)' if args.secured else 'open'} config, "
+          f"python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
+    print(f"| {'measure':<42} | {'direct':>10} | {'router':>14} | {'added / ratio':>13} |")
+    print(f"|{'-' * 44}|{'-' * 12}:|{'-' * 16}:|{'-' * 15}:|")
+    for name, a, b, c in rows:
+        print(f"| {name:<42} | {a:>10} | {b:>14} | {c:>13} |")
+
+
+if __name__ == "__main__":
+    main()
