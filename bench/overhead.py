@@ -2,7 +2,7 @@
 
     python bench/overhead.py [--requests 3000] [--conns 16] [--stream-chunks 200] [--secured]
 
-Starts a zero-delay simulator and the router as separate processes on loopback, then drives both with
+Starts the zero-delay simulator (``simulator_fast``) and the router as separate processes on loopback, then drives both with
 the same requests from this process (a small asyncio HTTP/1.1 keep-alive client; its own ceiling is
 shown by the direct column). Prints one table.
 """
@@ -57,11 +57,9 @@ def rss_kb(pid: int) -> int:
 SIM_SCRIPT = """
 import asyncio, sys
 sys.path.insert(0, {root!r})
-from ollama_agent_router.simulator import OllamaSimulator, SimModel
-from ollama_agent_router.log import Logger
+from ollama_agent_router.simulator_fast import FastSimulator
 async def main():
-    sim = OllamaSimulator([SimModel("bench:7b", 4.0), SimModel("bench-coder:7b", 4.0)], num_parallel=64,
-                          max_queue=100000, reply_tokens={tokens}, log=Logger("error"))
+    sim = FastSimulator(["bench:7b", "bench-coder:7b"], reply_tokens={tokens})
     await sim.start("127.0.0.1", {port})
     await asyncio.Event().wait()
 asyncio.run(main())
