@@ -10,7 +10,7 @@ from .api import Route, read_json
 from .errors import HttpError
 from .httpserver import Request, Response, StreamResponse, json_response
 from .jsonutil import dumps
-from .relay import StreamStats, relay_sse
+from .relay import StreamStats, relay
 from .routing import normalize_meta
 from .scheduler import WaitTimeout
 from .service import Exchange, Routed, forward_body, validate_chat_body
@@ -105,7 +105,7 @@ def _stream(app: "App", req: Request, routed: Routed, ex: Exchange, started: flo
 
     # The leading SSE comment carries the router metadata; SSE clients (the openai SDK too) skip comments.
     prelude = b": router " + dumps(router) + b"\n\n"
-    chunks = relay_sse(ex.response, stats, lambda: time.perf_counter() - started, prelude, done)
+    chunks = relay(ex.response, stats, lambda: time.perf_counter() - started, prelude=prelude, on_end=done)
     return StreamResponse(200, chunks, router_headers(router))
 
 

@@ -56,10 +56,17 @@ def _sse_usage(window: bytes) -> dict | None:
     return usage if isinstance(usage, dict) else None
 
 
-async def relay_sse(resp: UpstreamResponse, stats: StreamStats, clock: Callable[[], float],
-                    prelude: bytes = b"", on_end: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
-    """Relay an OpenAI SSE stream. ``prelude`` (the router's comment line) goes first; ``on_end`` runs
-    exactly once however the stream ends (completion, upstream failure, client disconnect)."""
+def _ndjson_done(window: bytes) -> bool:
+    return b'"done":true' in window or b'"done": true' in window
+
+
+async def relay(resp: UpstreamResponse, stats: StreamStats, clock: Callable[[], float], *, native: bool = False,
+                prelude: bytes = b"", on_end: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+    """Relay an OpenAI SSE stream, or an Ollama-native NDJSON stream when ``native``.
+
+    ``prelude`` (the router's SSE comment line) goes first; ``on_end`` runs exactly once however the
+    stream ends (completion, upstream failure, client disconnect).
+    """
     tail = b""
     try:
         if prelude:
@@ -70,51 +77,34 @@ async def relay_sse(resp: UpstreamResponse, stats: StreamStats, clock: Callable[
                     stats.first_byte_at = clock()
                 stats.chunks += 1
                 window = tail + chunk
-                if b'"usage"' in chunk:
-                    stats.usage = _sse_usage(window) or stats.usage
-                if _DONE in window:
-                    stats.completed = True
+                if native:
+                    if _ndjson_done(window):
+                        stats.completed = True
+                    if b'"error"' in chunk:
+                        stats.error = "upstream reported an error"
+                else:
+                    if b'"usage"' in chunk:
+                        stats.usage = _sse_usage(window) or stats.usage
+                    if _DONE in window:
+                        stats.completed = True
                 tail = window[-_TAIL:]
                 yield chunk
         except UpstreamError as e:
             stats.error = e.message
-            yield sse_error_event(f"Upstream stream failed: {e.message}",
-                                  "upstream_timeout" if e.kind == "timeout" else "upstream_stream_error",
-                                  504 if e.kind == "timeout" else 502)
-            return
-        if not stats.completed:
-            stats.error = "stream ended without [DONE]"
-            yield sse_error_event("The model stream ended before completion (no [DONE]): Ollama reported an error")
-    finally:
-        resp.close()
-        if on_end is not None:
-            on_end()
-
-
-async def relay_ndjson(resp: UpstreamResponse, stats: StreamStats, clock: Callable[[], float],
-                       on_end: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
-    """Relay an Ollama-native NDJSON stream; it is complete when a line with ``"done":true`` passed."""
-    tail = b""
-    try:
-        try:
-            async for chunk in resp.chunks():
-                if stats.first_byte_at is None:
-                    stats.first_byte_at = clock()
-                stats.chunks += 1
-                window = tail + chunk
-                if b'"done":true' in window or b'"done": true' in window:
-                    stats.completed = True
-                if b'"error"' in chunk:
-                    stats.error = "upstream reported an error"
-                tail = window[-_TAIL:]
-                yield chunk
-        except UpstreamError as e:
-            stats.error = e.message
-            yield ndjson_error_line(f"Upstream stream failed: {e.message}")
+            message = f"Upstream stream failed: {e.message}"
+            if native:
+                yield ndjson_error_line(message)
+            elif e.kind == "timeout":
+                yield sse_error_event(message, "upstream_timeout", 504)
+            else:
+                yield sse_error_event(message)
             return
         if not stats.completed and stats.error is None:
-            stats.error = "stream ended without a done line"
-            yield ndjson_error_line("The model stream ended before completion")
+            stats.error = "stream ended before completion"
+            if native:
+                yield ndjson_error_line("The model stream ended before completion")
+            else:
+                yield sse_error_event("The model stream ended before completion (no [DONE]): Ollama reported an error")
     finally:
         resp.close()
         if on_end is not None:

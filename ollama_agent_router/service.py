@@ -7,7 +7,6 @@ so queueing, timeouts, failover, cooldown and metrics behave the same whichever 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -18,7 +17,7 @@ from .jsonutil import dumps
 from .relay import StreamStats
 from .routing import Decision, RouterMeta, RuntimeView, decide
 from .scheduler import Slot
-from .upstream import UpstreamError, UpstreamResponse, upstream_error_message
+from .upstream import UpstreamError, UpstreamResponse, json_or_raw, upstream_error_message
 
 if TYPE_CHECKING:
     from .app import App
@@ -285,12 +284,3 @@ class Service:
             tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
             if isinstance(tokens, int) and tokens > 0 and seconds > 0:
                 m.tokens_per_second.observe(tokens / seconds, label)
-
-
-def json_or_raw(data: bytes) -> Any:
-    if not data.strip():
-        return {}
-    try:
-        return json.loads(data)
-    except ValueError:
-        return {"raw": data.decode("utf-8", "replace")}

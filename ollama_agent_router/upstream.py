@@ -228,26 +228,19 @@ class OllamaClient:
             return UpstreamResponse(self, conn, status, headers, timer)
 
     async def get_json(self, path: str, timeout: float) -> tuple[int, Any]:
-        resp = await self.request("GET", path, timeout=timeout)
-        try:
-            data = await resp.read()
-        finally:
-            resp.close()
-        try:
-            return resp.status, (json.loads(data) if data.strip() else {})
-        except ValueError:
-            return resp.status, {"raw": data.decode("utf-8", "replace")}
+        return await self._exchange_json("GET", path, None, timeout)
 
     async def post_json(self, path: str, obj: Any, timeout: float) -> tuple[int, Any]:
-        resp = await self.request("POST", path, dumps(obj), timeout=timeout)
+        return await self._exchange_json("POST", path, dumps(obj), timeout)
+
+    async def _exchange_json(self, method: str, path: str, body: bytes | None, timeout: float) -> tuple[int, Any]:
+        """One small request whose whole reply is read and decoded (a non-JSON reply becomes ``{"raw": ...}``)."""
+        resp = await self.request(method, path, body, timeout=timeout)
         try:
             data = await resp.read()
         finally:
             resp.close()
-        try:
-            return resp.status, (json.loads(data) if data.strip() else {})
-        except ValueError:
-            return resp.status, {"raw": data.decode("utf-8", "replace")}
+        return resp.status, json_or_raw(data)
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
@@ -279,6 +272,15 @@ def _parse_response_head(raw: bytes) -> tuple[int, dict[str, str]]:
         value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return int(parts[1]), headers
+
+
+def json_or_raw(data: bytes) -> Any:
+    if not data.strip():
+        return {}
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {"raw": data.decode("utf-8", "replace")}
 
 
 def upstream_error_message(payload: Any, status: int) -> str:
