@@ -111,42 +111,90 @@ queue: {{globalMaxConcurrent: 1000, globalMaxQueued: 100000, perUserMaxQueued: 1
 {access}"""
 
 
-class Conn:
-    """A minimal keep-alive HTTP/1.1 client: one request at a time, Content-Length or chunked replies."""
+class _LoadProtocol(asyncio.Protocol):
+    """One keep-alive connection sending the same request back to back. Replies are parsed in
+    ``data_received`` and the next request goes out from there, with no task switch: the generator
+    must not be the bottleneck (its ceiling is the ``direct`` column)."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, request: bytes, want: int, samples: list | None, stop_at: float, counter: list) -> None:
+        self.request = request
+        self.want = want  # requests to send; 0 = until stop_at
+        self.samples = samples
+        self.stop_at = stop_at
+        self.counter = counter
+        self.buf = b""
+        self.sent_at = 0.0
+        self.first_at = 0.0
+        self.done = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
 
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._send()
 
-    async def post(self, path: str, body: bytes, headers: str = "", on_first=None) -> tuple[int, int]:
-        self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"{headers}\r\n".encode() + body
-        )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        if on_first:
-            on_first()
-        status = int(head[9:12])
-        lower = head.lower()
-        size = 0
-        if b"transfer-encoding: chunked" in lower:
-            while True:
-                line = await self.reader.readuntil(b"\r\n")
-                n = int(line.strip(), 16)
-                data = await self.reader.readexactly(n + 2)
-                size += n
-                if n == 0:
-                    break
+    def _send(self) -> None:
+        self.sent_at = time.perf_counter()
+        self.first_at = 0.0
+        assert self.transport is not None
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.first_at:
+            self.first_at = time.perf_counter()
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buf[:end].lower()
+        if b"transfer-encoding: chunked" in head:
+            if not self.buf.endswith(b"\r\n0\r\n\r\n"):
+                return
+            size = len(self.buf)
         else:
-            i = lower.index(b"content-length:")
-            n = int(lower[i + 15 : lower.index(b"\r\n", i)])
-            size = len(await self.reader.readexactly(n))
-        return status, size
+            i = head.index(b"content-length:")
+            j = head.find(b"\r\n", i)
+            size = end + 4 + int(head[i + 15 : j if j > 0 else None])
+            if len(self.buf) < size:
+                return
+        if not self.buf.startswith(b"HTTP/1.1 200"):
+            self.done.set_exception(RuntimeError(self.buf[:200].decode("latin-1")))
+            return
+        now = time.perf_counter()
+        self.buf = self.buf[size:]
+        self.counter[0] += 1
+        if self.samples is not None:
+            self.samples.append((self.first_at - self.sent_at, now - self.sent_at))
+        if (self.want and self.counter[0] >= self.want) or (not self.want and now >= self.stop_at):
+            if not self.done.done():
+                self.done.set_result(None)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        self._send()
 
-    def close(self) -> None:
-        self.writer.close()
+    def connection_lost(self, exc) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionError("closed"))
+
+
+def request_bytes(path: str, body: bytes, headers: str) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{headers}\r\n").encode() + body
+
+
+async def drive(port: int, request: bytes, conns: int, *, count: int = 0, seconds: float = 0.0,
+                samples: list | None = None) -> float:
+    """Send ``count`` requests (or for ``seconds``) over ``conns`` connections; returns requests per second."""
+    loop = asyncio.get_running_loop()
+    counter = [0]
+    t0 = time.perf_counter()
+    protos = []
+    for _ in range(conns):
+        _, proto = await loop.create_connection(
+            lambda: _LoadProtocol(request, count, samples, t0 + seconds, counter), "127.0.0.1", port)
+        protos.append(proto)
+    await asyncio.gather(*(p.done for p in protos))
+    return counter[0] / (time.perf_counter() - t0)
 
 
 MESSAGES = [{"role": "user", "content": "Hello there, how are you?"}]
@@ -161,58 +209,24 @@ def body_for(port_is_router: bool, stream: bool = False) -> bytes:
 
 
 async def latency(port: int, path: str, n: int, headers: str) -> list[float]:
-    body = body_for(port == ROUTER_PORT[0])
-    c = Conn(port)
-    await c.open()
-    out = []
-    for _ in range(100):  # warm-up
-        await c.post(path, body, headers)
-    for _ in range(n):
-        t = time.perf_counter()
-        status, _ = await c.post(path, body, headers)
-        out.append(time.perf_counter() - t)
-        assert status == 200, status
-    c.close()
-    return out
+    req = request_bytes(path, body_for(port == ROUTER_PORT[0]), headers)
+    await drive(port, req, 1, count=100)  # warm-up
+    samples: list = []
+    await drive(port, req, 1, count=n, samples=samples)
+    return [total for _, total in samples]
 
 
 async def throughput(port: int, path: str, conns: int, seconds: float, headers: str, count: int = 0) -> float:
-    """Requests per second over ``seconds`` (or until ``count`` requests when given)."""
-    done = 0
-    stop = time.perf_counter() + seconds
-    body = body_for(port == ROUTER_PORT[0])
-
-    async def worker() -> None:
-        nonlocal done
-        c = Conn(port)
-        await c.open()
-        while (done < count) if count else (time.perf_counter() < stop):
-            status, _ = await c.post(path, body, headers)
-            assert status == 200, status
-            done += 1
-        c.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(conns)))
-    return done / (time.perf_counter() - t0)
+    req = request_bytes(path, body_for(port == ROUTER_PORT[0]), headers)
+    return await drive(port, req, conns, count=count, seconds=seconds)
 
 
 async def streaming(port: int, path: str, n: int, headers: str) -> tuple[list[float], list[float]]:
-    body = body_for(port == ROUTER_PORT[0], stream=True)
-    c = Conn(port)
-    await c.open()
-    ttfb, total = [], []
-    for i in range(n + 5):
-        first: list[float] = []
-        t = time.perf_counter()
-        status, _ = await c.post(path, body, headers, on_first=lambda: first.append(time.perf_counter()))
-        end = time.perf_counter()
-        assert status == 200
-        if i >= 5:
-            ttfb.append(first[0] - t)
-            total.append(end - t)
-    c.close()
-    return ttfb, total
+    req = request_bytes(path, body_for(port == ROUTER_PORT[0], stream=True), headers)
+    await drive(port, req, 1, count=5)
+    samples: list = []
+    await drive(port, req, 1, count=n, samples=samples)
+    return [a for a, _ in samples], [b for _, b in samples]
 
 
 def pct(xs: list[float], p: float) -> float:
