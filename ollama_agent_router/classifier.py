@@ -64,7 +64,7 @@ _CONCEPTS: dict[str, str] = {
         arregla arreglar arreglo corrige corregir soluciona
         behebe beheben repariere reparieren korrigiere
         napraw naprawić popraw rozwiąż
-        corriger corrige répare réparer""",
+        corriger répare réparer""",
     "kw:symptom": """bug bugs buggy broken breaks crash crashes crashing crashed error errors exception exceptions
         traceback stacktrace failing fails failed fail failure segfault segfaults panic panics panicked regression
         wrong incorrect undefined hangs hang freezes deadlock deadlocks leak leaks doesn isn won didn unexpected
@@ -80,7 +80,7 @@ _CONCEPTS: dict[str, str] = {
         revisa revisar revisión revises
         überprüfe überprüfen prüfe prüfen begutachte reviewen sicherheitslücken
         przejrzyj sprawdź oceń ocena recenzja
-        relis relire revue évalue examine""",
+        relis relire revue évalue""",
     "kw:explain": """explain explains explaining walk understand meaning means explica erkläre wyjaśnij explique""",
     "kw:generate": """write writing create creating generate generating implement implementing implementation build
         scaffold add make code coding port convert translate refactor rewrite script boilerplate template stub
@@ -102,11 +102,11 @@ _CONCEPTS: dict[str, str] = {
         timeline framework
         planifica planificar arquitectura diseña diseñar estrategia paso pasos
         plane planen architektur entwirf entwerfe strategie schritt schritte
-        zaplanuj plan architekturę architektura zaprojektuj strategia kroki krok opracuj
+        zaplanuj architekturę architektura zaprojektuj strategia kroki krok opracuj
         planifie planifier conçois stratégie étape étapes""",
     "kw:reason": """reason reasoning think carefully tradeoffs trade hypotheses hypothesis root cause diagnose puzzle
         riddle prove proof generalise generalize deduce logic calculate solve figure""",
-    "kw:triage": """classify classification categorize categorise categorize category categories label labels tag tags
+    "kw:triage": """classify classification categorize categorise category categories label labels tag tags
         route routing triage prioritize prioritise priority severity urgent urgency spam ham sentiment assign bucket
         buckets intent intents department queue team teams owner p0 p1 p2 p3 toxic duplicate which options
         choose pick decide determine rank sort whether fake genuine flag
