@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 from dataclasses import dataclass
 from importlib import resources
 from typing import NamedTuple
@@ -63,7 +64,7 @@ _CONCEPTS: dict[str, str] = {
         arregla arreglar arreglo corrige corregir soluciona
         behebe beheben repariere reparieren korrigiere
         napraw naprawić popraw rozwiąż
-        corriger corrige répare réparer""",
+        corriger répare réparer""",
     "kw:symptom": """bug bugs buggy broken breaks crash crashes crashing crashed error errors exception exceptions
         traceback stacktrace failing fails failed fail failure segfault segfaults panic panics panicked regression
         wrong incorrect undefined hangs hang freezes deadlock deadlocks leak leaks doesn isn won didn unexpected
@@ -79,7 +80,7 @@ _CONCEPTS: dict[str, str] = {
         revisa revisar revisión revises
         überprüfe überprüfen prüfe prüfen begutachte reviewen sicherheitslücken
         przejrzyj sprawdź oceń ocena recenzja
-        relis relire revue évalue examine""",
+        relis relire revue évalue""",
     "kw:explain": """explain explains explaining walk understand meaning means explica erkläre wyjaśnij explique""",
     "kw:generate": """write writing create creating generate generating implement implementing implementation build
         scaffold add make code coding port convert translate refactor rewrite script boilerplate template stub
@@ -101,11 +102,11 @@ _CONCEPTS: dict[str, str] = {
         timeline framework
         planifica planificar arquitectura diseña diseñar estrategia paso pasos
         plane planen architektur entwirf entwerfe strategie schritt schritte
-        zaplanuj plan architekturę architektura zaprojektuj strategia kroki krok opracuj
+        zaplanuj architekturę architektura zaprojektuj strategia kroki krok opracuj
         planifie planifier conçois stratégie étape étapes""",
     "kw:reason": """reason reasoning think carefully tradeoffs trade hypotheses hypothesis root cause diagnose puzzle
         riddle prove proof generalise generalize deduce logic calculate solve figure""",
-    "kw:triage": """classify classification categorize categorise categorize category categories label labels tag tags
+    "kw:triage": """classify classification categorize categorise category categories label labels tag tags
         route routing triage prioritize prioritise priority severity urgent urgency spam ham sentiment assign bucket
         buckets intent intents department queue team teams owner p0 p1 p2 p3 toxic duplicate which options
         choose pick decide determine rank sort whether fake genuine flag
@@ -154,24 +155,8 @@ _HEAVY_WORDS = frozenset(
 )
 # Tokens that name a source file next to a dot ("conftest.py" tokenizes to "conftest", "py").
 _FILE_EXTENSIONS = frozenset("py js jsx ts tsx rs java kt rb php cpp hpp cs swift yaml yml toml tf vue".split())
-# Substrings that only stack traces, compiler output and test runners print.
-_TRACE_MARKERS = (
-    "traceback (most recent call last)",
-    "error:",
-    "exception:",
-    "exception in thread",
-    "\tat ",
-    "    at ",
-    "panicked at",
-    "panic:",
-    "segmentation fault",
-    "core dumped",
-    "npm err!",
-    "failed tests/",
-    'file "',
-)
-_DIFF_MARKERS = ("diff --git", "\n@@ -", "\n+++ ", "\n--- a/")
-_URL_MARKERS = ("://", "www.")
+# Substrings that stack traces and compiler or test-runner output print (Python, JS, Java, Go, Rust, C, npm).
+_TRACE_MARKERS = ("error:", "exception:", "error[", "\tat ", "    at ", "panic", "segmentation fault", "npm err!")
 _HEAD, _TAIL = 800, 400  # characters of a long message's prose read for words
 _INTENTS = (
     "kw:fix",
@@ -187,12 +172,10 @@ _INTENTS = (
 
 _WORD_RE = re.compile(r"\w")
 _MASH_RE = re.compile(r"[bcdfghjklmnpqrstvwxz]{4,}")
-_URL_RE = re.compile(r"(?:[a-z]+://|www\.)\S+", re.I)
+_URL_RE = re.compile(r"(?:[a-z]+://|www\.)\S+", re.IGNORECASE)
 # ASCII punctuation and whitespace become spaces, all other bytes (UTF-8 letters included) stay: splitting the
 # translated bytes is several times faster than a regex findall, and this runs on every request.
-_ASCII_SEPARATORS = bytes(
-    32 if (not chr(i).isalnum() and chr(i) != "_" and i < 128) else i for i in range(256)
-)
+_ASCII_SEPARATORS = bytes(32 if (not chr(i).isalnum() and chr(i) != "_" and i < 128) else i for i in range(256))
 _UNICODE_SEPARATORS = str.maketrans({c: " " for c in "¿¡«»„“”‘’–—…·•"})
 
 
@@ -210,26 +193,22 @@ def _build_lexicon(prefix: str) -> dict[str, tuple[str, ...]]:
 _LEXICON = _build_lexicon("")
 _LEAD_LEXICON = _build_lexicon("lead:")
 _CONTEXT_LEXICON = _build_lexicon("ctx:")
-_SYSTEM_LEXICON = _build_lexicon("sys:")
 _LEXICON_WORDS = frozenset(_LEXICON)
+# Words that put a request in a technical setting even without code in it ("nginx", "python").
+_TECH_WORDS = frozenset(w for w, concepts in _LEXICON.items() if "kw:lang" in concepts or "kw:tech" in concepts)
+# An intent word means different things next to code and in plain prose ("review my essay", "fix my bike"), so
+# each intent also becomes "<intent>+code" or "<intent>+prose"; one lexicon for each case keeps that a lookup.
+_CODE_LEXICON = {w: cs + tuple(c + "+code" for c in cs if c in _INTENTS) for w, cs in _LEXICON.items()}
+_PROSE_LEXICON = {w: cs + tuple(c + "+prose" for c in cs if c in _INTENTS) for w, cs in _LEXICON.items()}
 _FIRST_INTENT = {
     word: tuple("first:" + c for c in concepts if c in _INTENTS)
     for word, concepts in _LEXICON.items()
     if any(c in _INTENTS for c in concepts)
 }
-_WITH_CODE = {c: c + "+code" for c in _INTENTS}
-_WITH_PROSE = {c: c + "+prose" for c in _INTENTS}
 _CODE_FEATURES = {
     prefix: {name: prefix + "code:" + name for name in ("fence", "trace", "diff", "path", "syntax", "inline")}
     for prefix in ("", "ctx:")
 }
-
-
-def _load_model() -> tuple[tuple[str, ...], tuple[float, ...], dict[str, tuple[float, ...]]]:
-    # importlib.resources also reads from inside a zipapp or a wheel.
-    raw = json.loads(resources.files(__package__).joinpath("classifier_model.json").read_text(encoding="utf-8"))
-    weights = {feature: tuple(row) for feature, row in raw["weights"].items()}
-    return tuple(raw["labels"]), tuple(raw["bias"]), weights
 
 
 # Fixed-point packing: each feature's per-label weights become one int, _FIELD_BITS bits a label, every field
@@ -237,8 +216,18 @@ def _load_model() -> tuple[tuple[str, ...], tuple[float, ...], dict[str, tuple[f
 # instead of a Python loop per label, and the fields are unpacked once at the end.
 _SCALE = 1000  # the model file keeps 3 decimals, so scaled weights are exact ints
 _FIELD_BITS = 32
-_OFFSET = 1 << 16  # |scaled weight| < 2**16; a field overflows only past 2**15 active features
-_MASK = (1 << _FIELD_BITS) - 1
+_OFFSET = 1 << 16  # fields stay exact while |weight| * _SCALE < _OFFSET and fewer than 2**15 features are active
+
+
+def _load_model() -> tuple[tuple[str, ...], tuple[float, ...], dict[str, tuple[float, ...]]]:
+    # importlib.resources also reads from inside a zipapp or a wheel.
+    raw = json.loads(resources.files(__package__).joinpath("classifier_model.json").read_text(encoding="utf-8"))
+    labels, bias = tuple(raw["labels"]), tuple(raw["bias"])
+    weights = {feature: tuple(row) for feature, row in raw["weights"].items()}
+    rows = [bias, *weights.values()]
+    if len(rows) >= 1 << 15 or any(len(r) != len(labels) or max(map(abs, r)) * _SCALE >= _OFFSET for r in rows):
+        raise ValueError("classifier_model.json does not fit the packed scoring; retrain it")
+    return labels, bias, weights
 
 
 def _pack(row: tuple[float, ...]) -> int:
@@ -248,8 +237,13 @@ def _pack(row: tuple[float, ...]) -> int:
 _LABELS, _BIAS, _WEIGHTS = _load_model()
 _VOCABULARY = frozenset(_WEIGHTS)
 _PACKED = {feature: _pack(row) for feature, row in _WEIGHTS.items()}
-_SHIFTS = tuple(_FIELD_BITS * k for k in range(len(_LABELS)))
-_LABEL_WEIGHTS = tuple({f: row[k] for f, row in _WEIGHTS.items()} for k in range(len(_LABELS)))
+_PACKED_BIAS = _pack(_BIAS)  # counts as one more active feature
+_FIELDS = struct.Struct(f"<{len(_LABELS)}I")  # unpacks all the 32-bit fields in one call
+# Decision reasons name concepts and shapes ("kw:fix", "code:trace"), not single words: "lead:kw:fix" and
+# "first:kw:fix" both read "kw:fix".
+_SIGNAL_NAMES = {f: f.removeprefix("lead:").removeprefix("first:") for f in _WEIGHTS if ":" in f}
+_NAMED = frozenset(_SIGNAL_NAMES)
+_NAMED_WEIGHTS = tuple({f: _WEIGHTS[f][k] for f in _NAMED} for k in range(len(_LABELS)))
 
 
 # ---- text extraction -----------------------------------------------------------------------------------------------
@@ -264,40 +258,35 @@ def _content_text(content: object) -> str:
             elif isinstance(part, dict) and isinstance(part.get("text"), str):
                 parts.append(part["text"])
         return "\n".join(parts)
-    if content is None:
-        return ""
-    return str(content)  # numbers, objects: they still count towards the size
+    if isinstance(content, (int, float)):
+        return str(content)
+    return ""  # None, or a shape no client sends: nothing to read
 
 
 class _Conversation(NamedTuple):
     last_user: str | None  # None: no user turn at all
-    system: str
-    earlier: str  # the other user/assistant/tool turns, oldest first
+    earlier: str  # the user, assistant and tool turns before it, oldest first; system prompts never decide
     total_chars: int
     tool_exchange: bool
 
 
 def _read(messages: object) -> _Conversation:
-    items = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
-    texts = [_content_text(m.get("content")) for m in items]
-    last = -1
+    texts: list[str] = []
+    roles: list[object] = []
     calls_seen = tool_exchange = False
-    for i, m in enumerate(items):
-        role = m.get("role")
-        if role == "user":
-            last = i
-        elif role == "assistant" and (m.get("tool_calls") or m.get("function_call")):
-            calls_seen = True
-        elif role in ("tool", "function") and calls_seen:
-            tool_exchange = True
-    system, earlier = [], []
-    if len(items) > 1:
-        for i, m in enumerate(items):
-            if i != last:
-                (system if m.get("role") in ("system", "developer") else earlier).append(texts[i])
+    for m in messages if isinstance(messages, list) else ():
+        if isinstance(m, dict):
+            role = m.get("role")
+            if role == "assistant" and (m.get("tool_calls") or m.get("function_call")):
+                calls_seen = True
+            elif role in ("tool", "function") and calls_seen:
+                tool_exchange = True
+            texts.append(_content_text(m.get("content")))
+            roles.append(role)
+    last = len(roles) - 1 - roles[::-1].index("user") if "user" in roles else -1
+    earlier = [texts[i] for i in range(max(last, 0)) if roles[i] not in ("system", "developer")]
     return _Conversation(
         last_user=texts[last] if last >= 0 else None,
-        system="\n".join(system),
         earlier="\n".join(earlier),
         total_chars=sum(map(len, texts)) + max(len(texts) - 1, 0),
         tool_exchange=tool_exchange,
@@ -325,7 +314,7 @@ def _code_features(text: str, words: set[str], names: dict[str, str]) -> list[st
         found.append(names["inline"])
     if any(map(text.__contains__, _TRACE_MARKERS)):
         found.append(names["trace"])
-    if any(map(text.__contains__, _DIFF_MARKERS)):
+    if "@@ -" in text:  # a unified diff hunk header
         found.append(names["diff"])
     if not _FILE_EXTENSIONS.isdisjoint(words):
         found.append(names["path"])
@@ -338,10 +327,10 @@ def _concepts(words: set[str], lexicon: dict[str, tuple[str, ...]]) -> set[str]:
     return {c for word in words & _LEXICON_WORDS for c in lexicon[word]}
 
 
-def _is_mash(tokens: list[str]) -> bool:
-    """Keyboard mashing: most longer tokens carry a run of consonants no language here writes."""
-    longer = [t for t in tokens if len(t) >= 3 and t.isalpha()]
-    return bool(longer) and 2 * sum(1 for t in longer if _MASH_RE.search(t)) >= len(longer)
+def _is_mash(prose: str, tokens: list[str]) -> bool:
+    """Keyboard mashing: most longer words carry a run of consonants no language here writes."""
+    longer = sum(len(t) >= 3 for t in tokens)
+    return longer > 0 and 2 * len(_MASH_RE.findall(prose)) >= longer
 
 
 def _turn_features(text: str) -> set[str]:
@@ -352,29 +341,30 @@ def _turn_features(text: str) -> set[str]:
     tokens = _tokens(prose)
     words = set(tokens)
     code_words = words.union(_tokens(" ".join(chunks[1::2])[:_HEAD])) if len(chunks) > 1 else words
-    concepts = _concepts(words, _LEXICON)
     code = _code_features(lowered, code_words, _CODE_FEATURES[""])
-    features = words | concepts
+    technical = code or not words.isdisjoint(_TECH_WORDS)
+    features = words | _concepts(words, _CODE_LEXICON if technical else _PROSE_LEXICON)
     features.update(code)
-    features.update(_concepts(set(tokens[:6]), _LEAD_LEXICON))
-    # The first intent word usually names the job: "summarize the bugs in this code" is a summary.
-    for token in tokens[:12]:
-        first = _FIRST_INTENT.get(token)
-        if first:
-            features.update(first)
-            break
-    # An intent word means different things next to code and in plain prose ("review my essay", "fix my bike").
-    joined = _WITH_CODE if code or "kw:lang" in concepts or "kw:tech" in concepts else _WITH_PROSE
-    features.update(joined[c] for c in concepts if c in joined)
-    size = len(text.strip())
+    # The opening words, and above all the first intent word, usually name the job:
+    # "summarize the bugs in this code" is a summary.
+    first_seen = False
+    for position, token in enumerate(tokens[:12]):
+        if position < 6 and token in _LEAD_LEXICON:
+            features.update(_LEAD_LEXICON[token])
+        if not first_seen and token in _FIRST_INTENT:
+            features.update(_FIRST_INTENT[token])
+            first_seen = True
+    stripped = lowered.strip()
+    size = len(stripped)
     features.add("len:tiny" if size < 16 else "len:short" if size < 60 else "len:mid" if size < 800 else "len:long")
-    if not words.isdisjoint(_STOPWORDS):
+    stopwords = len(words & _STOPWORDS)
+    if stopwords:
         features.add("shape:prose")
     elif words.isdisjoint(_LEXICON_WORDS):
         features.add("shape:nostop")
-    if len(tokens) <= 8 and "shape:prose" not in features and _is_mash(tokens):
+    if stopwords <= 1 and len(tokens) <= 8 and _is_mash(prose, tokens):
         features.add("shape:mash")
-    if lowered.rstrip().endswith("?"):
+    if stripped.endswith("?"):
         features.add("shape:question")
     if "://" in lowered or "www." in lowered:
         features.add("shape:url")
@@ -390,6 +380,11 @@ def _is_heavy(prose: str, words: set[str]) -> bool:
     return "step" in words and ("multi" in words or "step by step" in prose or "step-by-step" in prose)
 
 
+def _asks_heavy(text: str | None) -> bool:
+    prose = _ends(text.lower()) if text else ""
+    return _is_heavy(prose, set(_tokens(prose)))
+
+
 def _context_features(conversation: _Conversation) -> set[str]:
     features: set[str] = set()
     if conversation.earlier:
@@ -399,32 +394,38 @@ def _context_features(conversation: _Conversation) -> set[str]:
         features.add("ctx:turns")
         features.update(_concepts(words, _CONTEXT_LEXICON))
         features.update(_code_features(recent, words, _CODE_FEATURES["ctx:"]))
-    if conversation.system:
-        features.update(_concepts(set(_tokens(conversation.system[:1000].lower())), _SYSTEM_LEXICON))
     return features
 
 
-def extract_features(messages: object) -> frozenset[str]:
-    """The sparse binary features the model scores; empty when there is no user turn. Used by the trainer too."""
+def extract_features(messages: object) -> frozenset[str] | None:
+    """The sparse binary features the model scores, or None where a rule decides without the model.
+
+    The trainer learns from exactly what classify() would score.
+    """
     conversation = _read(messages)
-    if conversation.last_user is None:
-        return frozenset()
+    if _no_words(conversation.last_user):
+        return None
     return frozenset(_turn_features(conversation.last_user) | _context_features(conversation))
 
 
 # ---- decision ------------------------------------------------------------------------------------------------------
 def _score(features: set[str] | frozenset[str]) -> tuple[str, float, tuple[str, ...]]:
     active = _VOCABULARY.intersection(features)
-    total = sum(map(_PACKED.__getitem__, active))
-    base = len(active) * _OFFSET
-    scores = [b + (((total >> shift) & _MASK) - base) / _SCALE for b, shift in zip(_BIAS, _SHIFTS)]
+    total = _PACKED_BIAS + sum(map(_PACKED.__getitem__, active))
+    base = (len(active) + 1) * _OFFSET
+    scores = [field - base for field in _FIELDS.unpack(total.to_bytes(_FIELDS.size, "little"))]  # scaled by _SCALE
     top = max(scores)
     best = scores.index(top)
-    confidence = 1.0 / sum([math.exp(s - top) for s in scores])
-    weight = _LABEL_WEIGHTS[best]
-    decisive = [f for f in sorted(active, key=weight.__getitem__, reverse=True)[:3] if weight[f] > 0]
-    signals = tuple(f if ":" in f else "w:" + f for f in decisive)
-    return _LABELS[best], confidence, signals or ("prior",)
+    confidence = 1.0 / sum([math.exp((s - top) / _SCALE) for s in scores])
+    weight = _NAMED_WEIGHTS[best]
+    signals: list[str] = []
+    for feature in sorted(_NAMED.intersection(active), key=weight.__getitem__, reverse=True):
+        if weight[feature] <= 0 or len(signals) == 3:
+            break
+        name = _SIGNAL_NAMES[feature]
+        if name not in signals:
+            signals.append(name)
+    return _LABELS[best], confidence, tuple(signals) or ("prior",)
 
 
 def _complexity(task_type: str, tokens: int, heavy_marker: bool, settings: ClassifierSettings) -> str:
@@ -435,16 +436,24 @@ def _complexity(task_type: str, tokens: int, heavy_marker: bool, settings: Class
     return "light"
 
 
+def _no_words(text: str | None) -> str | None:
+    """Why a last user turn holds no task at all (the signal), or None when it has words to read."""
+    if text is None:
+        return "no-user-turn"
+    if not text.strip():
+        return "empty"
+    if not _WORD_RE.search(text):
+        return "no-words"
+    if ("://" in text or "www." in text) and not _WORD_RE.search(_URL_RE.sub(" ", text)):
+        return "url-only"
+    return None
+
+
 def _content_decision(conversation: _Conversation) -> tuple[str, float, tuple[str, ...], bool]:
     text = conversation.last_user
-    if text is None:
-        return "unknown", 0.9, ("no-user-turn",), False
-    if not text.strip():
-        return "unknown", 0.95, ("empty",), False
-    if not _WORD_RE.search(text):
-        return "unknown", 0.9, ("no-words",), False
-    if ("://" in text or "www." in text) and not _WORD_RE.search(_URL_RE.sub(" ", text)):
-        return "unknown", 0.9, ("url-only",), False
+    reason = _no_words(text)
+    if reason:
+        return "unknown", 0.95, (reason,), False
     features = _turn_features(text)
     task_type, confidence, signals = _score(features | _context_features(conversation))
     return task_type, confidence, signals, "shape:heavy" in features
@@ -479,6 +488,7 @@ def classify(
     elif tool_use:
         task_type, confidence = "tool_use", 0.99
         signals = ("tools[]",) if isinstance(tools, list) and tools else ("tool-exchange",)
+        heavy_marker = _asks_heavy(conversation.last_user)
     else:
         task_type, confidence, signals, heavy_marker = _content_decision(conversation)
 
