@@ -21,18 +21,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import NamedTuple
 
-TASK_TYPES: tuple[str, ...] = (
-    "triage",
-    "simple_chat",
-    "summarize",
-    "code_generate",
-    "code_review",
-    "code_fix",
-    "agentic_reasoning",
-    "large_context",
-    "tool_use",
-    "unknown",
-)
+from .config_types import CORE_TASK_TYPES
+
+TASK_TYPES = CORE_TASK_TYPES
 MEDIUM_TOKENS = 3000  # above this a request is at least medium (original §4.5)
 _HEAVY_TYPES = frozenset({"agentic_reasoning", "large_context"})
 

@@ -22,18 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ollama_agent_router.classifier import extract_features
+from ollama_agent_router.classifier import TASK_TYPES, extract_features
 
-LABELS = (
-    "triage",
-    "simple_chat",
-    "summarize",
-    "code_generate",
-    "code_review",
-    "code_fix",
-    "agentic_reasoning",
-    "unknown",
-)
+# Labels the model learns; large_context and tool_use are decided by size and structure, never by words.
+LABELS = tuple(t for t in TASK_TYPES if t not in ("large_context", "tool_use"))
 DEV_SET = ROOT / "tests" / "data" / "classifier_dev.jsonl"
 MODEL_FILE = ROOT / "ollama_agent_router" / "classifier_model.json"
 
