@@ -132,9 +132,6 @@ class KeyIndex(Generic[T]):
                 self.salted.append(entry)
         self._cache: OrderedDict[str, KeyEntry[T] | None] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self.by_sha) + len(self.salted)
-
     def lookup(self, key: str) -> KeyEntry[T] | None:
         digest = sha256_hex(key)
         entry = self.by_sha.get(digest)
