@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .api import Route
+from .errors import HttpError
 from .httpserver import Request, Response, json_response
 
 if TYPE_CHECKING:
@@ -16,19 +17,28 @@ LIST_LIMIT = 50
 def routes(app: "App") -> list[Route]:
     ttl = app.cfg.jobs.result_ttl_seconds
 
+    def visible_job(req: Request, job_id: str):
+        # Another principal's job is indistinguishable from a missing one.
+        job = app.jobs.get(job_id)
+        if not req.context["principal"].can_see(job.owner):
+            raise HttpError(404, "Job not found", code="job_not_found")
+        return job
+
     async def list_jobs(req: Request, params: dict[str, str]) -> Response:
-        jobs = sorted(app.jobs.jobs.values(), key=lambda j: j.created_at, reverse=True)[:LIST_LIMIT]
+        principal = req.context["principal"]
+        mine = (j for j in app.jobs.jobs.values() if principal.can_see(j.owner))
+        jobs = sorted(mine, key=lambda j: j.created_at, reverse=True)[:LIST_LIMIT]
         return json_response(200, {"jobs": [j.record(ttl) for j in jobs]})
 
     async def get_job(req: Request, params: dict[str, str]) -> Response:
-        return json_response(200, app.jobs.get(params["id"]).record(ttl))
+        return json_response(200, visible_job(req, params["id"]).record(ttl))
 
     async def job_result(req: Request, params: dict[str, str]) -> Response:
-        status, body = app.jobs.result_response(app.jobs.get(params["id"]))
+        status, body = app.jobs.result_response(visible_job(req, params["id"]))
         return json_response(status, body)
 
     async def cancel_job(req: Request, params: dict[str, str]) -> Response:
-        job = app.jobs.get(params["id"])
+        job = visible_job(req, params["id"])
         app.jobs.cancel(job)
         return json_response(200, job.record(ttl))
 

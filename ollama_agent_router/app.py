@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ssl
 
-from . import api_chat, api_jobs, api_status
+from . import api_admin, api_chat, api_jobs, api_status
 from .access import AccessControl
 from .api import RouteTable
 from .config_types import CORE_TASK_TYPES, Config
@@ -67,9 +67,9 @@ class App:
         self.metrics = Metrics(self.table.order, tuple(CORE_TASK_TYPES) + tuple(self.table.task_types))
         self.service = Service(self)
         self.jobs = JobManager(self)
-        self.access = AccessControl(cfg)
+        self.access = AccessControl(cfg, log=self.log, metrics=self.metrics)
         self.routes = RouteTable(
-            api_status.routes(self) + api_chat.routes(self) + api_jobs.routes(self),
+            api_status.routes(self) + api_chat.routes(self) + api_jobs.routes(self) + api_admin.routes(self),
             cfg.server.base_path,
         )
         self.allowed_origins = frozenset(cfg.server.allowed_origins)
@@ -89,17 +89,30 @@ class App:
                             ("Access-Control-Allow-Headers", "authorization, content-type, x-api-key, x-request-id")]
             return Response(204, b"", headers)
         route, params = self.routes.match(req.method, req.path)
-        req.context["principal"] = await self.access.authorize(req, route.plane)
-        response = await route.handler(req, params)
+        try:
+            req.context["principal"] = await self.access.authorize(req, route.plane)
+            response = await route.handler(req, params)
+        except HttpError as e:
+            # Rate-limit headers belong on every answer that counted against the limit, errors included.
+            extra = req.context.get("headers")
+            if not extra:
+                raise
+            raise HttpError(e.status, e.message, code=e.code, headers=[*e.headers, *extra], extra=e.extra) from None
+        response.headers.extend(req.context.get("headers", ()))
         if origin is not None:
             response.headers.append(("Access-Control-Allow-Origin", origin))
         return response
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         await self.runtime.start()
-        self.port = await self.server.listen(host or self.cfg.server.host,
-                                             self.cfg.server.port if port is None else port)
+        host = host or self.cfg.server.host
+        self.port = await self.server.listen(host, self.cfg.server.port if port is None else port)
+        self.access.announce(host)
         return self.port
+
+    def reload_access(self) -> None:
+        """Re-read the managed access file (``serve`` calls this on SIGHUP)."""
+        self.access.reload()
 
     async def stop(self, grace: float | None = None) -> bool:
         """Stop accepting, let in-flight requests finish within the grace period, then release everything."""
@@ -107,4 +120,5 @@ class App:
         clean = await self.server.shutdown(grace)
         await self.runtime.stop()
         await self.client.aclose()
+        self.access.close()
         return clean

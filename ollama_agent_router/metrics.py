@@ -111,9 +111,13 @@ class Metrics:
                                           DECISION_BUCKETS)
         self.tokens_per_second = Histogram("oar_tokens_per_second", "Generation speed reported by upstream usage.",
                                            ("model",), TPS_BUCKETS)
+        self.auth_denials = Counter("oar_auth_denials_total", "Requests refused by access control, by plane and reason.",
+                                    ("plane", "reason"))
+        self.rate_limited = Counter("oar_rate_limited_total", "Requests refused by a rate limit, by plane.", ("plane",))
         self.families: list = [
             self.requests, self.upstream_errors, self.failovers, self.cooldowns, self.request_seconds,
             self.queue_seconds, self.ttft_seconds, self.decision_seconds, self.tokens_per_second,
+            self.auth_denials, self.rate_limited,
         ]
 
     def model_label(self, name: str | None) -> str:

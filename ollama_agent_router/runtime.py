@@ -159,13 +159,12 @@ class Runtime:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        # Python 3.11's wait_for (the connect timeout) can swallow a cancellation that lands just as the
+        # connection attempt fails (gh-86296): the poller then loops on. Ask until it has stopped.
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.05)
         self.gpu.close()
 
     def poke(self) -> None:

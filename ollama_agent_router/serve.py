@@ -7,6 +7,7 @@ import dataclasses
 import signal
 import sys
 from importlib import resources
+from typing import Callable
 
 from .config_types import Config
 from .log import Logger
@@ -44,15 +45,16 @@ def _simulated(cfg: Config, sim_url: str) -> Config:
     return dataclasses.replace(cfg, ollama=ollama, gpu=gpu)
 
 
-async def _wait_for_signal() -> None:
+async def _wait_for_signal(on_hangup: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
@@ -77,7 +79,7 @@ async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, por
     log.info("listening", host=host or cfg.server.host, port=bound, basePath=cfg.server.base_path,
              protocol=scheme, nodeId=cfg.server.node_id, configPath=cfg.path, simulate=simulate)
     try:
-        await _wait_for_signal()
+        await _wait_for_signal(app.reload_access)
     finally:
         log.info("shutting_down", graceMs=cfg.server.shutdown_grace_ms, inFlight=app.server.in_flight)
         clean = await app.stop()
