@@ -1,4 +1,4 @@
-"""The job routes shared by both public planes: list, read, result, cancel."""
+"""The job routes shared by both public planes: list, read, result, cancel (spec §2.4-§2.7)."""
 
 from __future__ import annotations
 
@@ -10,27 +10,25 @@ from .httpserver import Request, Response, json_response
 if TYPE_CHECKING:
     from .app import App
 
-LIST_LIMIT = 50
-
 
 def routes(app: "App") -> list[Route]:
-    ttl = app.cfg.jobs.result_ttl_seconds
+    jobs = app.jobs
 
     async def list_jobs(req: Request, params: dict[str, str]) -> Response:
-        jobs = sorted(app.jobs.jobs.values(), key=lambda j: j.created_at, reverse=True)[:LIST_LIMIT]
-        return json_response(200, {"jobs": [j.record(ttl) for j in jobs]})
+        return json_response(200, {"jobs": [jobs.record(j) for j in jobs.list()]})
 
     async def get_job(req: Request, params: dict[str, str]) -> Response:
-        return json_response(200, app.jobs.get(params["id"]).record(ttl))
+        return json_response(200, jobs.record(jobs.get(params["id"])))
 
     async def job_result(req: Request, params: dict[str, str]) -> Response:
-        status, body = app.jobs.result_response(app.jobs.get(params["id"]))
-        return json_response(status, body)
+        status, body = jobs.result_response(jobs.get(params["id"]))
+        headers = [("Retry-After", "1")] if status == 202 else []
+        return json_response(status, body, headers)
 
     async def cancel_job(req: Request, params: dict[str, str]) -> Response:
-        job = app.jobs.get(params["id"])
-        app.jobs.cancel(job)
-        return json_response(200, job.record(ttl))
+        job = jobs.get(params["id"])
+        jobs.cancel(job)
+        return json_response(200, jobs.record(job))
 
     return [
         Route("GET", "/v1/jobs", "jobs", list_jobs),
