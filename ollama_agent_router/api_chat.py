@@ -41,7 +41,7 @@ def accept_job(app: "App", req: Request, routed: Routed, model: str, reason: str
     """202 with the original's async body; the job runs the same request later on ``model``."""
     principal = req.context["principal"]
     job, position = app.jobs.submit(routed.body, model, routed.classification.task_type, routed.meta.priority,
-                                    principal.user)
+                                    principal.user, candidates=routed.decision.failover_order())
     req.log.update(model=model, mode="async", jobId=job.id)
     body = {
         "id": job.id,

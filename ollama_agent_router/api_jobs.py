@@ -1,4 +1,4 @@
-"""The job routes shared by both public planes: list, read, result, cancel."""
+"""The job routes shared by both public planes: list, read, result, cancel (spec §2.4-§2.7)."""
 
 from __future__ import annotations
 
@@ -11,36 +11,34 @@ from .httpserver import Request, Response, json_response
 if TYPE_CHECKING:
     from .app import App
 
-LIST_LIMIT = 50
-
 
 def routes(app: "App") -> list[Route]:
-    ttl = app.cfg.jobs.result_ttl_seconds
+    jobs = app.jobs
 
     def visible_job(req: Request, job_id: str):
         # Another principal's job is indistinguishable from a missing one.
-        job = app.jobs.get(job_id)
+        job = jobs.get(job_id)
         if not req.context["principal"].can_see(job.owner):
             raise HttpError(404, "Job not found", code="job_not_found")
         return job
 
     async def list_jobs(req: Request, params: dict[str, str]) -> Response:
         principal = req.context["principal"]
-        mine = (j for j in app.jobs.jobs.values() if principal.can_see(j.owner))
-        jobs = sorted(mine, key=lambda j: j.created_at, reverse=True)[:LIST_LIMIT]
-        return json_response(200, {"jobs": [j.record(ttl) for j in jobs]})
+        mine = jobs.list(visible=lambda j: principal.can_see(j.owner))
+        return json_response(200, {"jobs": [jobs.record(j) for j in mine]})
 
     async def get_job(req: Request, params: dict[str, str]) -> Response:
-        return json_response(200, visible_job(req, params["id"]).record(ttl))
+        return json_response(200, jobs.record(visible_job(req, params["id"])))
 
     async def job_result(req: Request, params: dict[str, str]) -> Response:
-        status, body = app.jobs.result_response(visible_job(req, params["id"]))
-        return json_response(status, body)
+        status, body = jobs.result_response(visible_job(req, params["id"]))
+        headers = [("Retry-After", "1")] if status == 202 else []
+        return json_response(status, body, headers)
 
     async def cancel_job(req: Request, params: dict[str, str]) -> Response:
         job = visible_job(req, params["id"])
-        app.jobs.cancel(job)
-        return json_response(200, job.record(ttl))
+        jobs.cancel(job)
+        return json_response(200, jobs.record(job))
 
     return [
         Route("GET", "/v1/jobs", "jobs", list_jobs),

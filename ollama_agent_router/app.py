@@ -7,6 +7,7 @@ the route's handler (api_*.py) -> service (classify, decide, slot, upstream) -> 
 from __future__ import annotations
 
 import ssl
+import time
 
 from . import api_admin, api_chat, api_jobs, api_status
 from .access import AccessControl
@@ -16,6 +17,7 @@ from .errors import HttpError
 from .gpu import GpuBackend, GpuProbe
 from .httpserver import HttpServer, Request, Response, ServerLimits, StreamResponse
 from .jobs import JobManager
+from .lifecycle import Lifecycle
 from .log import Logger
 from .metrics import Metrics
 from .routing import RoutingTable
@@ -67,6 +69,8 @@ class App:
         self.metrics = Metrics(self.table.order, tuple(CORE_TASK_TYPES) + tuple(self.table.task_types))
         self.service = Service(self)
         self.jobs = JobManager(self)
+        self.lifecycle = Lifecycle(self)
+        self.scheduler.effects = self.lifecycle
         self.access = AccessControl(cfg, log=self.log, metrics=self.metrics)
         self.routes = RouteTable(
             api_status.routes(self) + api_chat.routes(self) + api_jobs.routes(self) + api_admin.routes(self),
@@ -106,6 +110,8 @@ class App:
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         await self.runtime.start()
         host = host or self.cfg.server.host
+        self.jobs.start()
+        self.lifecycle.start()
         self.port = await self.server.listen(host, self.cfg.server.port if port is None else port)
         self.access.announce(host)
         return self.port
@@ -117,7 +123,11 @@ class App:
     async def stop(self, grace: float | None = None) -> bool:
         """Stop accepting, let in-flight requests finish within the grace period, then release everything."""
         grace = self.cfg.server.shutdown_grace_ms / 1000 if grace is None else grace
+        deadline = time.monotonic() + grace
         clean = await self.server.shutdown(grace)
+        await self.jobs.stop(max(0.0, deadline - time.monotonic()))
+        await self.lifecycle.stop()
+        self.service.stop()
         await self.runtime.stop()
         await self.client.aclose()
         self.access.close()

@@ -1,107 +1,87 @@
-"""Async jobs: records in the original's snake_case shape, queued on the scheduler without a task each.
+"""Async jobs: accepted, queued on the scheduler without a task each, run, retried, kept until their TTL.
 
-A queued job is only a scheduler ticket with a callback; a task exists only while the job runs.
+States (spec §7.2, with the original's gaps closed):
+
+- queued -> running -> succeeded | failed. A retryable failure (connection cut, 5xx, 503) goes back to
+  queued after a backoff, on the next candidate model, while ``jobs.maxAttempts`` allows.
+- queued | running -> cancelled. A queued job leaves the scheduler; a running one has its upstream
+  request aborted, which frees its slot.
+- queued -> expired when it has not started ``resultTtlSeconds`` after creation: it never runs.
+- succeeded | failed | cancelled -> expired ``resultTtlSeconds`` after completion; the result is dropped.
+
+At most ``jobs.maxRetainedJobs`` finished jobs are kept, expired ones evicted first, then the oldest.
+A queued job is a scheduler ticket with a callback: no task exists until it runs, so deep queues are cheap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import json
 import secrets
+import sqlite3
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from .errors import HttpError
-from .jsonutil import dumps, iso_ms
-from .scheduler import Slot, Ticket
-from .service import forward_body, json_or_raw, upstream_http_error
+from .errors import HttpError, error_payload
+from .jobstore import ACTIVE, STATUSES, Job, open_store
+from .jsonutil import dumps
+from .scheduler import Slot, priority_name
+from .service import forward_body
 
 if TYPE_CHECKING:
     from .app import App
 
-_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "expired")
-FINAL = frozenset({"succeeded", "failed", "cancelled", "expired"})
+__all__ = ["Job", "JobManager", "new_job_id"]
+
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+RETRYABLE_STATUSES = frozenset({502, 503})  # what Service maps connection cuts, 5xx and a full Ollama queue to
+MAX_BACKOFF_S = 60.0
+LIST_LIMIT = 50
 
 
 def new_job_id(node_id: str) -> str:
-    return f"job_{node_id}_" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
+    """``job_<node>_`` and 16 characters of [A-Za-z0-9_-], as the original's nanoid: 96 random bits."""
+    return f"job_{node_id}_" + base64.urlsafe_b64encode(secrets.token_bytes(12)).decode("ascii")
 
 
-@dataclass(eq=False)
-class Job:
-    id: str
-    status: str
-    task_type: str
-    selected_model: str
-    request: dict  # the body sent upstream, minus `model`
-    priority: int
-    created_at: float
-    owner: str | None = None
-    result_json: str | None = None
-    error_json: str | None = None
-    attempts: int = 0
-    started_at: float | None = None
-    finished_at: float | None = None
-    ticket: Ticket | None = field(default=None, repr=False)
-    task: asyncio.Task | None = field(default=None, repr=False)
-
-    def record(self, ttl_seconds: int) -> dict:
-        """The original's JobRecord (§7.1). ``expires_at`` counts from completion (null while unfinished)."""
-        return {
-            "id": self.id,
-            "status": self.status,
-            "task_type": self.task_type,
-            "selected_model": self.selected_model,
-            "request_json": dumps(self.request).decode("utf-8"),
-            "result_json": self.result_json,
-            "error_json": self.error_json,
-            "attempts": self.attempts,
-            "priority": self.priority,
-            "created_at": iso_ms(self.created_at),
-            "started_at": iso_ms(self.started_at) if self.started_at else None,
-            "finished_at": iso_ms(self.finished_at) if self.finished_at else None,
-            "expires_at": iso_ms(self.finished_at + ttl_seconds) if self.finished_at else None,
-        }
+def error_json(status: int, message: str, code: str, extra: dict | None = None) -> str:
+    """A failure as stored in ``error_json``: the OpenAI error object, never a stack trace."""
+    return dumps(error_payload(status, message, code, extra)["error"]).decode("utf-8")
 
 
 class JobManager:
-    def __init__(self, app: "App") -> None:
+    def __init__(self, app: "App", clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.cfg = app.cfg
-        self.jobs: dict[str, Job] = {}
+        self.clock = clock
+        jc = app.cfg.jobs
+        self.ttl = jc.result_ttl_seconds
+        self.store = open_store(jc.store, jc.sqlite_path, lambda message: app.log.error("job_store_failed",
+                                                                                       error=message))
+        self.jobs: dict[str, Job] = {}  # creation order
+        self.counts = dict.fromkeys(STATUSES, 0)
+        # Ids in deadline order, so expiry and eviction touch only the jobs concerned.
+        self._created: deque[str] = deque()  # every job, until its start deadline has passed
+        self._done: deque[str] = deque()  # finished jobs, in finishing order
+        self._expired: deque[str] = deque()  # expired jobs: evicted first
+        self._orders: dict[tuple[str, ...], tuple[str, ...]] = {}  # shared candidate tuples
+        self._cleanup_timer: asyncio.TimerHandle | None = None
+        self._closing = False
 
+    # ---- reads --------------------------------------------------------------------------------------
     def summary(self) -> dict:
-        counts = dict.fromkeys(STATUSES, 0)
-        for job in self.jobs.values():
-            counts[job.status] += 1
+        c = self.counts
         return {
-            "queued": counts["queued"],
-            "running": counts["running"],
-            "succeededRetained": counts["succeeded"],
-            "failedRetained": counts["failed"],
-            "cancelledRetained": counts["cancelled"],
-            "expiredRetained": counts["expired"],
+            "queued": c["queued"],
+            "running": c["running"],
+            "succeededRetained": c["succeeded"],
+            "failedRetained": c["failed"],
+            "cancelledRetained": c["cancelled"],
+            "expiredRetained": c["expired"],
         }
-
-    def submit(self, request: dict, model: str, task_type: str, priority: str, owner: str | None) -> tuple[Job, int]:
-        """Create and queue a job; returns it with its position (waiting ahead on that model + 1)."""
-        scheduler = self.app.scheduler
-        position = scheduler.counts(model)[0] + 1
-        job = Job(
-            id=new_job_id(self.cfg.server.node_id),
-            status="queued",
-            task_type=task_type,
-            selected_model=model,
-            request={k: v for k, v in request.items() if k != "model"},
-            priority=scheduler.priority_weight(priority),
-            created_at=time.time(),
-            owner=owner,
-        )
-        job.ticket = scheduler.enqueue(model, priority, owner, on_start=lambda slot: self._start(job, slot))
-        self.jobs[job.id] = job
-        return job, position
 
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
@@ -109,56 +89,18 @@ class JobManager:
             raise HttpError(404, "Job not found", code="job_not_found")
         return job
 
-    def cancel(self, job: Job) -> None:
-        if job.status == "queued" and job.ticket is not None:
-            self.app.scheduler.cancel(job.ticket)
-        elif job.status == "running" and job.task is not None:
-            job.task.cancel()  # aborts the upstream call; the slot is released in _run's finally
-        else:
-            return
-        job.status = "cancelled"
-        job.finished_at = time.time()
+    def list(self, limit: int = LIST_LIMIT, visible: Callable[[Job], bool] | None = None) -> list[Job]:
+        """The newest jobs first (only those ``visible`` accepts, when given)."""
+        out: list[Job] = []
+        for job in reversed(self.jobs.values()):
+            if len(out) == limit:
+                break
+            if visible is None or visible(job):
+                out.append(job)
+        return out
 
-    def _start(self, job: Job, slot: Slot) -> None:
-        job.ticket = None
-        job.status = "running"
-        job.attempts += 1
-        job.started_at = job.started_at or time.time()
-        job.task = asyncio.get_running_loop().create_task(self._run(job, slot))
-
-    async def _run(self, job: Job, slot: Slot) -> None:
-        app = self.app
-        spec = app.table.models[job.selected_model]
-        try:
-            resp = await app.client.request(
-                "POST", self.cfg.ollama.open_ai_compatible_path,
-                forward_body(dict(job.request, stream=False), job.selected_model), timeout=spec.timeout_ms / 1000,
-            )
-            try:
-                data = await resp.read()
-            finally:
-                resp.close()
-            if resp.status >= 400:
-                raise upstream_http_error(resp.status, json_or_raw(data))
-            self._finish(job, "succeeded", result=data.decode("utf-8", "replace"))
-        except asyncio.CancelledError:
-            pass
-        except HttpError as e:
-            self._finish(job, "failed", error={"message": e.message, "name": "UpstreamHttpError"})
-        except Exception as e:
-            message = getattr(e, "message", None) or str(e) or type(e).__name__
-            self._finish(job, "failed", error={"message": message, "name": type(e).__name__})
-        finally:
-            slot.release()
-            job.task = None
-
-    def _finish(self, job: Job, status: str, *, result: str | None = None, error: dict | None = None) -> None:
-        if job.status not in ("queued", "running"):
-            return
-        job.status = status
-        job.finished_at = time.time()
-        job.result_json = result
-        job.error_json = dumps(error).decode("utf-8") if error else None
+    def record(self, job: Job) -> dict:
+        return job.record(self.ttl)
 
     def result_response(self, job: Job) -> tuple[int, Any]:
         if job.status == "succeeded":
@@ -166,6 +108,295 @@ class JobManager:
         if job.status == "failed":
             return 500, {"status": "failed", "error": json.loads(job.error_json or "{}")}
         if job.status in ("cancelled", "expired"):
-            return 410, {"status": job.status, "error": {"message": f"Job {job.status}", "type": "invalid_request_error",
-                                                         "code": f"job_{job.status}"}}
+            what = "was cancelled" if job.status == "cancelled" else "has expired; its result is no longer kept"
+            return 410, {"status": job.status, **error_payload(410, f"Job {job.id} {what}", f"job_{job.status}")}
         return 202, {"status": job.status}
+
+    # ---- accepting ----------------------------------------------------------------------------------
+    def submit(self, request: dict, model: str, task_type: str, priority: str, owner: str | None, *,
+               candidates: Sequence[str] = (), path: str | None = None) -> tuple[Job, int]:
+        """Store and queue a job; returns it with its position (waiting ahead on that model + 1).
+
+        ``candidates`` is the decision's failover order (retries move along it); ``path`` the upstream
+        path when not the OpenAI chat path. The job is on disk (sqlite) before this returns.
+        """
+        if self._closing:
+            raise HttpError(503, "The router is shutting down", code="shutting_down", headers=[("Retry-After", "5")])
+        scheduler = self.app.scheduler
+        scheduler.check_queue_limits(owner)
+        order = (model,) + tuple(c for c in candidates if c != model)
+        job = Job(
+            id=new_job_id(self.cfg.server.node_id),
+            status="queued",
+            task_type=task_type,
+            selected_model=model,
+            candidates=self._orders.setdefault(order, order),
+            path=path or self.cfg.ollama.open_ai_compatible_path,
+            request_json=dumps(request).decode("utf-8"),
+            priority=scheduler.priority_weight(priority),
+            created_at=self.clock(),
+            owner=owner,
+        )
+        try:
+            self.store.insert(job)
+        except sqlite3.Error as e:
+            self.app.log.error("job_store_failed", error=f"{type(e).__name__}: {e}")
+            raise HttpError(503, "The job store cannot accept jobs right now", code="job_store_unavailable",
+                            headers=[("Retry-After", "5")]) from None
+        self._add(job)
+        position = scheduler.counts(model)[0] + 1
+        self._enqueue(job)
+        return job, position
+
+    def _add(self, job: Job) -> None:
+        self.jobs[job.id] = job
+        self.counts[job.status] += 1
+        self._created.append(job.id)
+
+    def _set(self, job: Job, status: str) -> None:
+        self.counts[job.status] -= 1
+        self.counts[status] += 1
+        job.status = status
+
+    def _enqueue(self, job: Job) -> None:
+        job.ticket = self.app.scheduler.enqueue(
+            job.selected_model, priority_name(job.priority), job.owner, check_limits=False,
+            on_start=functools.partial(self._start, job),
+        )
+
+    # ---- running ------------------------------------------------------------------------------------
+    def _start(self, job: Job, slot: Slot) -> None:
+        job.ticket = None
+        if job.status != "queued" or self._closing:
+            slot.release()
+            return
+        now = self.clock()
+        if now >= job.expires_at(self.ttl):
+            slot.release()
+            self._expire(job)
+            return
+        self._set(job, "running")
+        job.attempts += 1
+        job.started_at = job.started_at or now
+        self.store.save(job)
+        job.task = asyncio.get_running_loop().create_task(self._run(job, slot))
+
+    async def _run(self, job: Job, slot: Slot) -> None:
+        app = self.app
+        try:
+            body = json.loads(job.request_json)
+            body["stream"] = False  # a job's result is the whole completion
+            ex = await app.service.open(
+                [job.selected_model], job.path, lambda m: forward_body(body, m),
+                priority=priority_name(job.priority), user=job.owner, max_wait=None, timeout_ms=None,
+                failover=False, slot=slot,
+            )
+            result = await app.service.read_result(ex)
+        except asyncio.CancelledError:
+            return  # cancelled, or the router is stopping: whoever cancelled has set the status
+        except HttpError as e:
+            self._attempt_failed(job, e)
+        except Exception as e:
+            app.log.error("job_crashed", jobId=job.id, error=f"{type(e).__name__}: {e}")
+            self._finish(job, "failed", error=error_json(500, "The job failed inside the router", "internal_error"))
+        else:
+            self._finish(job, "succeeded", result=dumps(result).decode("utf-8"))
+        finally:
+            slot.release()
+            job.task = None
+
+    def _attempt_failed(self, job: Job, err: HttpError) -> None:
+        if job.status != "running":
+            return
+        failure = error_json(err.status, err.message, err.code, err.extra)
+        if err.status not in RETRYABLE_STATUSES or job.attempts >= self.cfg.jobs.max_attempts or self._closing:
+            self._finish(job, "failed", error=failure)
+            return
+        if err.code != "ollama_unreachable":  # Ollama itself is down: another model would not help
+            job.selected_model = self._next_model(job)
+        self._set(job, "queued")
+        job.error_json = failure  # the last failure stays visible while the job waits
+        self.store.save(job)
+        delay = min(MAX_BACKOFF_S, self.cfg.jobs.retry_backoff_ms / 1000 * 2 ** (job.attempts - 1))
+        self.app.log.info("job_retry", jobId=job.id, attempt=job.attempts, model=job.selected_model,
+                          delayMs=int(delay * 1000), error=err.message)
+        job.timer = asyncio.get_running_loop().call_later(delay, self._retry, job)
+
+    def _retry(self, job: Job) -> None:
+        job.timer = None
+        if job.status == "queued" and not self._closing:
+            self._enqueue(job)
+
+    def _next_model(self, job: Job) -> str:
+        """The next candidate after the current model, skipping models in cooldown when another is left."""
+        order = [m for m in job.candidates if m in self.app.table.models] or [job.selected_model]
+        i = order.index(job.selected_model) if job.selected_model in order else -1
+        ring = [order[(i + k) % len(order)] for k in range(1, len(order) + 1)]
+        states = self.app.scheduler.states
+        return next((m for m in ring if not states[m].cooldown), ring[0])
+
+    def cancel(self, job: Job) -> None:
+        """Cancel a queued or running job; other states are left as they are."""
+        if job.status == "queued":
+            self._withdraw(job)
+        elif job.status == "running":
+            if job.task is not None:
+                job.task.cancel()  # aborts the upstream exchange; _run's finally frees the slot
+        else:
+            return
+        self._finish(job, "cancelled")
+
+    def _withdraw(self, job: Job) -> None:
+        if job.ticket is not None:
+            self.app.scheduler.cancel(job.ticket)
+            job.ticket = None
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+
+    def _finish(self, job: Job, status: str, *, result: str | None = None, error: str | None = None) -> None:
+        if job.status not in ACTIVE:
+            return
+        self._set(job, status)
+        job.finished_at = self.clock()
+        job.result_json = result
+        job.error_json = error
+        self.store.save(job)
+        self._done.append(job.id)
+        self.app.metrics.jobs_finished.inc(status)
+        self._trim()
+
+    def _expire(self, job: Job) -> None:
+        was_active = job.status in ACTIVE
+        self._withdraw(job)
+        self._set(job, "expired")
+        job.result_json = None
+        job.error_json = None
+        self.store.save(job)
+        self._expired.append(job.id)
+        if was_active:
+            self.app.metrics.jobs_finished.inc("expired")
+
+    # ---- retention ----------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Expire what is past its deadline, then evict beyond ``maxRetainedJobs``."""
+        now = self.clock()
+        ttl = self.ttl
+        jobs = self.jobs
+        while self._created:
+            job = jobs.get(self._created[0])
+            if job is not None and job.created_at + ttl > now:
+                break
+            self._created.popleft()
+            if job is not None and job.status == "queued":
+                self._expire(job)
+        while self._done:
+            job = jobs.get(self._done[0])
+            if job is not None and job.finished_at is not None and job.finished_at + ttl > now:
+                break
+            self._done.popleft()
+            if job is not None and job.status in FINISHED:
+                self._expire(job)
+        self._trim()
+
+    def _trim(self) -> None:
+        over = len(self.jobs) - self.cfg.jobs.max_retained_jobs
+        if over <= 0:
+            return
+        doomed: list[Job] = []
+        for ids in (self._expired, self._done):
+            while over > 0 and ids:
+                job = self.jobs.get(ids.popleft())
+                if job is not None and job.status not in ACTIVE:
+                    doomed.append(job)
+                    over -= 1
+        self._delete(doomed)
+
+    def _delete(self, jobs: Iterable[Job]) -> None:
+        jobs = list(jobs)
+        for job in jobs:
+            del self.jobs[job.id]
+            self.counts[job.status] -= 1
+        if jobs:
+            self.store.delete(jobs)
+
+    def _cleanup_tick(self) -> None:
+        self._cleanup_timer = None
+        try:
+            self.cleanup()
+        finally:
+            if not self._closing:
+                self._arm_cleanup()
+
+    def _arm_cleanup(self) -> None:
+        self._cleanup_timer = asyncio.get_running_loop().call_later(
+            self.cfg.jobs.cleanup_interval_ms / 1000, self._cleanup_tick)
+
+    # ---- start and stop -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Read stored jobs back (sqlite), queue again what had not finished, and start the cleanup timer."""
+        self._recover()
+        self._arm_cleanup()
+
+    def _recover(self) -> None:
+        now = self.clock()
+        models = self.app.table.models
+        finished: list[Job] = []
+        requeue: list[Job] = []
+        for job in self.store.load():
+            if job.status in ACTIVE and job.selected_model not in models:
+                self._fail_stored(job, now, f"Model {job.selected_model} is no longer configured", "model_removed")
+            elif job.status == "running" and job.attempts >= self.cfg.jobs.max_attempts:
+                self._fail_stored(job, now, "The router stopped while this job was running, and the job has no "
+                                  "attempts left", "job_interrupted")
+            elif job.status == "running":
+                job.status = "queued"
+                self.store.save(job)
+            self._add(job)
+            if job.status == "queued":
+                requeue.append(job)
+            elif job.status == "expired":
+                self._expired.append(job.id)
+            else:
+                finished.append(job)
+        finished.sort(key=lambda j: j.finished_at or 0.0)
+        self._done.extend(j.id for j in finished)
+        for job in requeue:
+            self._enqueue(job)
+        if self.jobs:
+            self.app.log.info("jobs_recovered", requeued=len(requeue), retained=len(self.jobs))
+
+    def _fail_stored(self, job: Job, now: float, message: str, code: str) -> None:
+        job.status = "failed"
+        job.finished_at = now
+        job.error_json = error_json(500, message, code)
+        self.store.save(job)
+
+    async def stop(self, grace: float) -> None:
+        """Stop starting jobs, give running ones ``grace`` seconds, then interrupt them.
+
+        An interrupted job goes back to queued without the attempt counting, so a restart runs it again
+        (sqlite); the memory store forgets everything anyway.
+        """
+        self._closing = True
+        if self._cleanup_timer is not None:
+            self._cleanup_timer.cancel()
+            self._cleanup_timer = None
+        running = []
+        for job in self.jobs.values():
+            if job.status == "queued":
+                self._withdraw(job)
+            elif job.status == "running" and job.task is not None:
+                running.append(job)
+        tasks = [job.task for job in running if job.task is not None]
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
+        for job in running:
+            if job.status == "running" and job.task is not None:
+                job.attempts -= 1
+                self._set(job, "queued")
+                self.store.save(job)
+                job.task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.store.close()

@@ -114,10 +114,17 @@ class Metrics:
         self.auth_denials = Counter("oar_auth_denials_total", "Requests refused by access control, by plane and reason.",
                                     ("plane", "reason"))
         self.rate_limited = Counter("oar_rate_limited_total", "Requests refused by a rate limit, by plane.", ("plane",))
+        self.jobs_finished = Counter("oar_jobs_finished_total", "Jobs that left queued/running, by final status.",
+                                     ("status",))
+        self.loads_avoided = Counter("oar_model_loads_avoided_total",
+                                     "Loads held back so a loaded model could serve its waiting requests first.",
+                                     ("model",))
+        self.keep_alive_refreshes = Counter("oar_keep_alive_refreshes_total",
+                                            "Load-only requests sent to keep a model loaded, by model.", ("model",))
         self.families: list = [
             self.requests, self.upstream_errors, self.failovers, self.cooldowns, self.request_seconds,
             self.queue_seconds, self.ttft_seconds, self.decision_seconds, self.tokens_per_second,
-            self.auth_denials, self.rate_limited,
+            self.auth_denials, self.rate_limited, self.jobs_finished, self.loads_avoided, self.keep_alive_refreshes,
         ]
 
     def model_label(self, name: str | None) -> str:

@@ -119,6 +119,7 @@ class Service:
             default_task_type=cfg.router.default_task_type,
         )
         self._failures: dict[str, int] = {}
+        self._cooldown_timers: dict[str, asyncio.TimerHandle] = {}
 
     # ---- routing ------------------------------------------------------------------------------
     def pin(self, model: Any) -> str | None:
@@ -148,10 +149,13 @@ class Service:
     # ---- running ------------------------------------------------------------------------------
     async def open(self, models: Sequence[str], path: str, body_for: Callable[[str], bytes], *,
                    priority: str, user: str | None, max_wait: float | None, timeout_ms: int | None,
-                   failover: bool = True) -> Exchange:
+                   failover: bool = True, slot: Slot | None = None) -> Exchange:
         """Take a slot and send, trying the next model on a model failure before any byte reached the client.
 
-        Connection failures are Ollama-wide, so they neither fail over nor count toward a model's cooldown.
+        A model failure is a 5xx (503 included: Ollama's queue is full) or a connection cut before the reply
+        head. Connection refusals are Ollama-wide, so they neither fail over nor count toward a model's
+        cooldown; a timeout has used up the caller's time, so it counts toward cooldown but is not retried.
+        ``slot``, when given, is a slot already held on ``models[0]`` (a job started by the scheduler).
         """
         app = self.app
         tries = list(models[: max(1, self.cfg.router.failover.max_attempts)] if failover else models[:1])
@@ -159,7 +163,8 @@ class Service:
         last: HttpError | None = None
         for i, model in enumerate(tries):
             spec = app.table.models[model]
-            slot = await app.scheduler.acquire(model, priority, user=user, max_wait=max_wait)
+            if slot is None or i > 0:
+                slot = await app.scheduler.acquire(model, priority, user=user, max_wait=max_wait)
             limit = spec.timeout_ms if timeout_ms is None else min(timeout_ms, spec.timeout_ms)
             started = time.perf_counter()
             try:
@@ -176,6 +181,8 @@ class Service:
                     app.runtime.poke()
                     break
                 self._failed(model)
+                if e.kind == "timeout":
+                    break
                 continue
             except BaseException:
                 slot.release()
@@ -208,19 +215,35 @@ class Service:
         raise last
 
     def _failed(self, model: str) -> None:
+        """One more consecutive failure; at ``failover.cooldownFailures`` the model sits out ``cooldownMs``."""
         n = self._failures.get(model, 0) + 1
         self._failures[model] = n
         fo = self.cfg.router.failover
-        if n >= fo.cooldown_failures:
-            self._failures[model] = 0
-            scheduler = self.app.scheduler
-            scheduler.set_cooldown(model, True)
-            self.app.metrics.cooldowns.inc(model)
-            self.app.log.warning("model_cooldown", model=model, cooldownMs=fo.cooldown_ms)
-            asyncio.get_running_loop().call_later(fo.cooldown_ms / 1000, scheduler.set_cooldown, model, False)
+        if n < fo.cooldown_failures:
+            return
+        self._failures[model] = 0
+        scheduler = self.app.scheduler
+        scheduler.set_cooldown(model, scheduler.clock() + fo.cooldown_ms / 1000)
+        self.app.metrics.cooldowns.inc(model)
+        self.app.log.warning("model_cooldown", model=model, cooldownMs=fo.cooldown_ms)
+        old = self._cooldown_timers.pop(model, None)
+        if old is not None:
+            old.cancel()
+        self._cooldown_timers[model] = asyncio.get_running_loop().call_later(
+            fo.cooldown_ms / 1000, self._cooled_down, model)
+
+    def _cooled_down(self, model: str) -> None:
+        del self._cooldown_timers[model]
+        self.app.scheduler.set_cooldown(model, None)
+        self.app.log.info("model_cooldown_over", model=model)
 
     def _succeeded(self, model: str) -> None:
         self._failures.pop(model, None)
+
+    def stop(self) -> None:
+        for timer in self._cooldown_timers.values():
+            timer.cancel()
+        self._cooldown_timers.clear()
 
     async def read_result(self, ex: Exchange) -> Any:
         """Read a whole upstream reply; an upstream error status becomes the matching HttpError."""
@@ -233,7 +256,10 @@ class Service:
             ex.finish()
         payload = json_or_raw(data)
         if ex.response.status >= 400:
-            raise upstream_http_error(ex.response.status, payload)
+            err = upstream_http_error(ex.response.status, payload)
+            if len(ex.attempts) > 1:
+                err.extra = {**(err.extra or {}), "attempts": [a.to_json() for a in ex.attempts]}
+            raise err
         return payload
 
     def router_object(self, routed: Routed, ex: Exchange | None, mode: str = "sync") -> dict:

@@ -185,3 +185,193 @@ def test_queue_depth_scales():
         assert s.total_waiting == 0 and s.total_running == 0
 
     run(main())
+
+
+# ---- jobs, idle, cooldown, load batching ----------------------------------------------------------
+
+class FakeEffects:
+    """Loads of the models in ``evicting`` would unload another model."""
+
+    def __init__(self, *evicting):
+        self.evicting = set(evicting)
+        self.deferred = []
+        self.idle = []
+
+    def would_evict(self, model):
+        return model in self.evicting
+
+    def load_deferred(self, model):
+        self.deferred.append(model)
+
+    def model_idle(self, model):
+        self.idle.append(model)
+
+
+def test_callback_ticket_starts_at_once_on_a_free_model():
+    async def main():
+        s = Scheduler(make_config())
+        started = []
+        s.enqueue(VIBE, "normal", "u", on_start=started.append)
+        assert len(started) == 1 and s.counts(VIBE) == (0, 1) and s.user_waiting == {}
+        started[0].release()
+        assert s.total_running == 0
+
+    run(main())
+
+
+def test_model_idle_is_reported_once_nothing_runs_or_waits():
+    async def main():
+        s = Scheduler(make_config())
+        s.effects = fx = FakeEffects()
+        a = await s.acquire(QWEN)
+        waiter = asyncio.create_task(s.acquire(QWEN))
+        await asyncio.sleep(0)
+        a.release()  # the waiter takes over: not idle
+        b = await waiter
+        assert fx.idle == []
+        b.release()
+        assert fx.idle == [QWEN]
+
+    run(main())
+
+
+def test_cooldown_shows_in_states_and_snapshot():
+    async def main():
+        clock = Clock()
+        s = Scheduler(make_config(), clock=clock)
+        s.set_cooldown(QWEN, 30.0)
+        clock.t = 10.0
+        entry = next(e for e in s.snapshot()["byModel"] if e["model"] == QWEN)
+        assert entry["cooldown"] is True and entry["cooldownRemainingMs"] == 20000
+        assert s.states[QWEN].cooldown
+        s.set_cooldown(QWEN, None)
+        assert not s.states[QWEN].cooldown and "cooldown" not in s.snapshot()["byModel"][1]
+
+    run(main())
+
+
+async def _busy_loaded_qwen(s):
+    """qwen loaded, running, and with one request waiting: the model load batching protects."""
+    s.set_loaded({QWEN: "100% gpu"})
+    hold = await s.acquire(QWEN)
+    waiter = asyncio.create_task(s.acquire(QWEN))
+    await asyncio.sleep(0)
+    return hold, waiter
+
+
+def test_a_load_that_would_evict_waits_for_the_loaded_models_queue():
+    async def main():
+        s = Scheduler(make_config())
+        s.effects = fx = FakeEffects(DEEPSEEK)
+        hold, qwen_waiter = await _busy_loaded_qwen(s)
+        order = []
+
+        async def deepseek():
+            slot = await s.acquire(DEEPSEEK)
+            order.append(("deepseek", s.counts(QWEN)))
+            slot.release()
+
+        task = asyncio.create_task(deepseek())
+        await asyncio.sleep(0)
+        assert s.counts(DEEPSEEK) == (1, 0) and fx.deferred == [DEEPSEEK]
+        hold.release()  # qwen's waiting request goes first, then nothing protects qwen any more
+        second = await qwen_waiter
+        await task
+        assert order == [("deepseek", (0, 1))] and fx.deferred == [DEEPSEEK]
+        second.release()
+        assert s.total_running == 0 and s.total_waiting == 0
+
+    run(main())
+
+
+def test_a_load_that_fits_is_not_held_back():
+    async def main():
+        s = Scheduler(make_config())
+        s.effects = fx = FakeEffects()  # nothing would be evicted
+        hold, qwen_waiter = await _busy_loaded_qwen(s)
+        slot = s.try_acquire(DEEPSEEK)
+        assert slot is not None and fx.deferred == []
+        for x in (slot, hold):
+            x.release()
+        (await qwen_waiter).release()
+
+    run(main())
+
+
+def test_higher_priority_overrides_load_batching():
+    async def main():
+        s = Scheduler(make_config())
+        s.effects = fx = FakeEffects(DEEPSEEK)
+        hold, qwen_waiter = await _busy_loaded_qwen(s)
+        slot = await asyncio.wait_for(s.acquire(DEEPSEEK, "high"), 1)
+        assert fx.deferred == []
+        for x in (slot, hold):
+            x.release()
+        (await qwen_waiter).release()
+
+    run(main())
+
+
+def test_age_overrides_load_batching_within_half_the_queue_budget():
+    async def main():
+        loop = asyncio.get_running_loop()
+        s = Scheduler(make_config({"queue": {"agingMs": 60000}}), clock=loop.time)
+        s.effects = fx = FakeEffects(DEEPSEEK)
+        hold, qwen_waiter = await _busy_loaded_qwen(s)
+        t0 = loop.time()
+        # A sync waiter with a 0.4 s budget is held back at most half of it, then started by the wake timer.
+        slot = await s.acquire(DEEPSEEK, max_wait=0.4)
+        waited = loop.time() - t0
+        assert fx.deferred == [DEEPSEEK] and 0.15 <= waited < 0.4
+        assert s.counts(QWEN) == (1, 1)  # qwen's queue was still waiting: age won
+        for x in (slot, hold):
+            x.release()
+        (await qwen_waiter).release()
+
+    run(main())
+
+
+def test_random_workload_never_exceeds_limits_and_ends_at_zero():
+    import random
+
+    async def main():
+        cfg = make_config({"queue": {"globalMaxConcurrent": 3, "globalMaxQueued": 10_000, "perUserMaxQueued": 10_000}})
+        s = Scheduler(cfg)
+        specs = {m.name: m for m in cfg.models}
+        rng = random.Random(7)
+        held = []
+        violations = []
+
+        def check():
+            if s.total_running > 3:
+                violations.append(("global", s.total_running))
+            for name, q in s.queues.items():
+                limit = 1 if specs[name].exclusive else specs[name].max_concurrent
+                if q.running > limit:
+                    violations.append((name, q.running))
+
+        def on_start(slot):
+            held.append(slot)
+            check()
+
+        tickets = []
+        for step in range(3000):
+            action = rng.random()
+            if action < 0.5:
+                model = rng.choice(list(specs))
+                tickets.append(s.enqueue(model, rng.choice(["low", "normal", "high"]), f"u{rng.randrange(4)}",
+                                         on_start=on_start))
+            elif action < 0.85 and held:
+                held.pop(rng.randrange(len(held))).release()
+            elif tickets:
+                s.cancel(tickets.pop(rng.randrange(len(tickets))))
+            check()
+        for t in tickets:
+            s.cancel(t)
+        while held:
+            held.pop().release()
+        assert violations == []
+        assert (s.total_running, s.total_waiting, s.user_waiting) == (0, 0, {})
+        assert all(q.running == 0 and q.waiting == 0 for q in s.queues.values())
+
+    run(main())
