@@ -156,6 +156,10 @@ class Stack:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
 
+    def chat_calls(self, model: str | None = None, path: str = "/v1/chat/completions") -> list[dict]:
+        """What reached the simulator's chat route (the runtime's /api/ps polls left out)."""
+        return [c for c in self.sim.calls if c["path"] == path and (model is None or c["model"] == model)]
+
     # ---- clients ------------------------------------------------------------------------------
     def openai(self, **kw: Any):
         import openai

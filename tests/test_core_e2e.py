@@ -38,7 +38,7 @@ def test_sync_routing_with_openai_sdk(stack, content, model, task):
     assert set(router) >= {"mode", "taskType", "selectedModel", "fallbackModels", "queueTimeMs",
                            "executionTimeMs", "decisionReason"}
     assert model not in router["fallbackModels"]
-    assert stack.sim.calls[-1]["model"] == model
+    assert stack.chat_calls()[-1]["model"] == model
 
 
 def test_explicit_task_type_and_async_client(stack):
@@ -66,7 +66,7 @@ def test_forwarded_body_keeps_tool_fields_and_drops_router(stack):
     body = {"model": "auto", "messages": messages, "temperature": 0.3, "router": {"taskType": "tool_use"}}
     r = stack.request("POST", "/v1/chat/completions", body)
     assert r.status == 200, r
-    sent = stack.sim.calls[-1]["body"]
+    sent = stack.chat_calls()[-1]["body"]
     assert "router" not in sent and sent["temperature"] == 0.3 and sent["stream"] is False
     assert sent["messages"] == messages
     assert sent["model"] == r.json()["router"]["selectedModel"]
@@ -109,7 +109,7 @@ def test_streaming_tool_call_deltas_pass_through_untouched(stack):
     assert calls and calls[0].function.name == "get_weather"
     assert json.loads(calls[0].function.arguments)
     # tools[] -> tool_use: gpt-oss edges out qwen by its priority (spec §5.5, "by a hair")
-    assert stack.sim.calls[-1]["model"] == GPTOSS and stack.sim.calls[-1]["body"]["tools"] == tools
+    assert stack.chat_calls()[-1]["model"] == GPTOSS and stack.chat_calls()[-1]["body"]["tools"] == tools
 
 
 def test_mid_stream_failure_becomes_an_sdk_error(stack):

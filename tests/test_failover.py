@@ -15,7 +15,7 @@ CODE = "Write a TypeScript function to parse JSON"  # code_generate: qwen first,
 
 
 def chat_calls(stack):
-    return [c["model"] for c in stack.sim.calls if c["path"] == "/v1/chat/completions"]
+    return [c["model"] for c in stack.chat_calls()]
 
 
 def sync(stack, content=CODE, **router):

@@ -30,7 +30,7 @@ def status_is(stack, job_id, *statuses):
 
 
 def chat_calls(stack, model=None):
-    return [c for c in stack.sim.calls if c["path"] == "/v1/chat/completions" and (model is None or c["model"] == model)]
+    return stack.chat_calls(model)
 
 
 def hold(stack, model):

@@ -90,7 +90,7 @@ def test_a_loaded_models_queue_is_served_before_a_load_that_would_evict_it(stack
     assert stack.run(lambda: [jobs.jobs[i].status for i in (first, second, third)]) == ["running", "queued", "queued"]
     wait_for(lambda: stack.run(lambda: all(jobs.jobs[i].status == "succeeded" for i in (first, second, third))),
              timeout=10)
-    order = [c["model"] for c in stack.sim.calls if c["path"] == "/v1/chat/completions"]
+    order = [c["model"] for c in stack.chat_calls()]
     assert order == [QWEN, QWEN, DEEPSEEK]
     metrics = stack.request("GET", "/metrics").body.decode()
     assert f'oar_model_loads_avoided_total{{model="{DEEPSEEK}"}} 1' in metrics
