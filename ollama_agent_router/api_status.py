@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from . import SERVICE
 from .api import OPEN, Route
 from .config_types import to_json
 from .httpserver import Request, Response, json_response
-from .metrics import gauge
+from .jsonutil import num
+from .metrics import CONTENT_TYPE, gauge
 from .upstream import UpstreamError
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def configured_models(app: "App") -> list[dict]:
-    return [to_json(m) for m in app.cfg.models]
+    return [plain_json(to_json(m)) for m in app.cfg.models]
 
 
 def status_body(app: "App") -> dict:
@@ -39,7 +40,37 @@ def status_body(app: "App") -> dict:
     return body
 
 
+def plain_json(value: Any) -> Any:
+    """``value`` without nulls (object keys omitted, array items dropped) and with integral floats as ints.
+
+    Kong's lua-cjson turns JSON null into a truthy value, so nothing a node serves may contain one,
+    not even what it relays from Ollama (``details.families`` can be null there). Integral floats
+    print as JavaScript would (``sizeGb: 14``), like the original.
+    """
+    if isinstance(value, dict):
+        return {k: plain_json(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value if v is not None]
+    if isinstance(value, float):
+        return num(value)
+    return value
+
+
+def _jobs_by_model(app: "App") -> list[tuple[dict[str, str], float]]:
+    counts: dict[tuple[str, str], int] = {}
+    for job in app.jobs.jobs.values():
+        key = (job.status, job.selected_model)
+        counts[key] = counts.get(key, 0) + 1
+    return [({"status": status, "model": model}, n) for (status, model), n in counts.items()]
+
+
 def metrics_text(app: "App") -> str:
+    """The exposition, from memory only: a scrape never spawns a process nor waits on Ollama.
+
+    The original's gauges keep their names and order, ``oar_jobs_total`` included (a gauge of retained
+    jobs despite its counter-like suffix, kept so existing dashboards work); the per-model job split the
+    original put under the same name is ``oar_jobs_by_model`` so the two label sets never mix.
+    """
     sched = app.scheduler
     rt = app.runtime
     gauges: list[Iterable[str]] = [
@@ -54,7 +85,7 @@ def metrics_text(app: "App") -> str:
         if snap.utilization_pct is not None:
             gauges.append(gauge("oar_gpu_utilization_pct", "GPU utilisation in percent.", [({}, snap.utilization_pct)]))
     summary = app.jobs.summary()
-    gauges.append(gauge("oar_jobs", "Jobs currently retained, by status.", [
+    gauges.append(gauge("oar_jobs_total", "Jobs currently retained, by status (a gauge, named as in the original).", [
         ({"status": "queued"}, summary["queued"]),
         ({"status": "running"}, summary["running"]),
         ({"status": "succeeded"}, summary["succeededRetained"]),
@@ -62,20 +93,27 @@ def metrics_text(app: "App") -> str:
         ({"status": "cancelled"}, summary["cancelledRetained"]),
         ({"status": "expired"}, summary["expiredRetained"]),
     ]))
+    gauges.append(gauge("oar_jobs_by_model", "Jobs currently retained, by status and model.", _jobs_by_model(app)))
     gauges.append(gauge("oar_model_queue_depth", "Requests waiting for each model.",
                         [({"model": name}, q.waiting) for name, q in sched.queues.items()]))
     gauges.append(gauge("oar_model_running", "Requests running on each model.",
                         [({"model": name}, q.running) for name, q in sched.queues.items()]))
+    gauges.append(gauge("oar_model_loaded", "1 when Ollama has the model loaded.",
+                        [({"model": name}, 1 if state.loaded else 0) for name, state in sched.states.items()]))
     gauges.append(gauge("oar_snapshot_age_seconds", "Age of the runtime snapshot.", [({}, rt.snapshot_age_ms() / 1000)]))
     return app.metrics.render(gauges)
+
+
+def metrics_route(app: "App") -> Route:
+    async def metrics(req: Request, params: dict[str, str]) -> Response:
+        return Response(200, metrics_text(app).encode("utf-8"), content_type=CONTENT_TYPE)
+
+    return Route("GET", "/metrics", "metrics", metrics)
 
 
 def routes(app: "App") -> list[Route]:
     async def health(req: Request, params: dict[str, str]) -> Response:
         return json_response(200, {"status": "ok", "service": SERVICE})
-
-    async def metrics(req: Request, params: dict[str, str]) -> Response:
-        return Response(200, metrics_text(app).encode("utf-8"), content_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def status(req: Request, params: dict[str, str]) -> Response:
         return json_response(200, status_body(app))
@@ -85,7 +123,8 @@ def routes(app: "App") -> list[Route]:
             code, tags = await app.runtime.tags()
         except UpstreamError as e:
             raise e.to_http(app.cfg.ollama.base_url) from None
-        body = {"configured": configured_models(app), "ollama": tags if code < 400 else {}, "loaded": app.runtime.loaded_models}
+        body = {"configured": configured_models(app), "ollama": plain_json(tags) if code < 400 else {},
+                "loaded": app.runtime.loaded_models}
         return json_response(200, body)
 
     async def gpu(req: Request, params: dict[str, str]) -> Response:
@@ -94,10 +133,11 @@ def routes(app: "App") -> list[Route]:
             return json_response(200, {"provider": app.cfg.gpu.provider, "available": False})
         return json_response(200, snap)
 
-    return [
+    table = [
         Route("GET", "/health", OPEN, health),
-        Route("GET", "/metrics", "metrics", metrics),
         Route("GET", "/v1/router/status", "runtimeAgent", status),
         Route("GET", "/v1/router/models", "runtimeAgent", models),
         Route("GET", "/v1/router/gpu", "runtimeAgent", gpu),
     ]
+    # With metrics.bind the exposition lives only on its own listener, off the public interface.
+    return table if app.cfg.metrics.bind else table + [metrics_route(app)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 import time
 
-from . import api_admin, api_chat, api_jobs, api_status
+from . import api_admin, api_chat, api_explain, api_frontdoor, api_jobs, api_kong, api_status
 from .access import AccessControl
 from .api import RouteTable
 from .config_types import CORE_TASK_TYPES, Config
@@ -73,12 +73,19 @@ class App:
         self.scheduler.effects = self.lifecycle
         self.access = AccessControl(cfg, log=self.log, metrics=self.metrics)
         self.routes = RouteTable(
-            api_status.routes(self) + api_chat.routes(self) + api_jobs.routes(self) + api_admin.routes(self),
+            api_status.routes(self) + api_chat.routes(self) + api_jobs.routes(self) + api_admin.routes(self)
+            + api_kong.routes(self) + api_frontdoor.routes(self) + api_explain.routes(self),
             cfg.server.base_path,
         )
         self.allowed_origins = frozenset(cfg.server.allowed_origins)
         self.server = HttpServer(self.handle, limits=server_limits(cfg), ssl_context=tls_context(cfg), log=self.log)
         self.port: int | None = None
+        # metrics.bind: /metrics alone on its own plain-HTTP listener, off the public interface.
+        self.metrics_server: HttpServer | None = None
+        self.metrics_port: int | None = None
+        if cfg.metrics.bind:
+            self.metrics_routes = RouteTable([api_status.metrics_route(self)], cfg.server.base_path)
+            self.metrics_server = HttpServer(self.handle_metrics, limits=server_limits(cfg), log=self.log)
 
     async def handle(self, req: Request) -> Response | StreamResponse:
         origin = req.headers.get("origin")
@@ -107,12 +114,22 @@ class App:
             response.headers.append(("Access-Control-Allow-Origin", origin))
         return response
 
-    async def start(self, host: str | None = None, port: int | None = None) -> int:
+    async def handle_metrics(self, req: Request) -> Response | StreamResponse:
+        route, params = self.metrics_routes.match(req.method, req.path)
+        req.context["principal"] = await self.access.authorize(req, route.plane)
+        return await route.handler(req, params)
+
+    async def start(self, host: str | None = None, port: int | None = None, metrics_port: int | None = None) -> int:
+        """Start serving; ``metrics_port`` overrides the port of ``metrics.bind`` (0 picks a free one)."""
         await self.runtime.start()
         host = host or self.cfg.server.host
         self.jobs.start()
         self.lifecycle.start()
         self.port = await self.server.listen(host, self.cfg.server.port if port is None else port)
+        if self.metrics_server is not None and self.cfg.metrics.bind:
+            m_host, _, m_port = self.cfg.metrics.bind.rpartition(":")
+            self.metrics_port = await self.metrics_server.listen(
+                m_host.strip("[]"), int(m_port) if metrics_port is None else metrics_port)
         self.access.announce(host)
         return self.port
 
@@ -125,6 +142,8 @@ class App:
         grace = self.cfg.server.shutdown_grace_ms / 1000 if grace is None else grace
         deadline = time.monotonic() + grace
         clean = await self.server.shutdown(grace)
+        if self.metrics_server is not None:
+            await self.metrics_server.shutdown(0)
         await self.jobs.stop(max(0.0, deadline - time.monotonic()))
         await self.lifecycle.stop()
         self.service.stop()

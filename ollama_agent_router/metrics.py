@@ -1,20 +1,20 @@
 """Prometheus text exposition (format 0.0.4): counters and histograms kept in memory, gauges read from snapshots.
 
 Label values come only from configuration (model names, task types, planes) or small fixed sets;
-anything a client sends is folded into ``other`` first, so the series count stays bounded.
+anything a client sends is folded into ``other`` first, so the series count stays bounded. Each
+series keeps its rendered label text, so a scrape is string joins and no formatting per label.
 """
 
 from __future__ import annotations
 
 import bisect
-from typing import Iterable
+from itertools import accumulate
+from typing import Any, Iterable
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 DECISION_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01)
 TPS_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
-
-
-_LE_INF = 'le="+Inf"'
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _escape(value: str) -> str:
@@ -31,6 +31,8 @@ def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") ->
 def _num(v: float) -> str:
     if v != v:
         return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
@@ -38,9 +40,13 @@ class Counter:
     def __init__(self, name: str, help: str, labels: tuple[str, ...] = ()) -> None:
         self.name, self.help, self.labels = name, help, labels
         self.values: dict[tuple[str, ...], float] = {}
+        self._prefix: dict[tuple[str, ...], str] = {}
 
     def inc(self, *values: str, amount: float = 1.0) -> None:
-        self.values[values] = self.values.get(values, 0.0) + amount
+        if values not in self.values:
+            self._prefix[values] = f"{self.name}{_labels(self.labels, values)} "
+            self.values[values] = 0.0
+        self.values[values] += amount
 
     def get(self, *values: str) -> float:
         return self.values.get(values, 0.0)
@@ -48,37 +54,62 @@ class Counter:
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} counter"
+        prefix = self._prefix
         for values, v in self.values.items():
-            yield f"{self.name}{_labels(self.labels, values)} {_num(v)}"
+            yield prefix[values] + _num(v)
+
+
+def _le(bound: str) -> str:
+    return 'le="' + bound + '"'
+
+
+class _Series:
+    """One label set of a histogram: its lines are a format template, and their text is kept until it changes."""
+
+    __slots__ = ("counts", "sum", "count", "template", "text")
+
+    def __init__(self, name: str, names: tuple[str, ...], values: tuple[str, ...], buckets: tuple[float, ...]) -> None:
+        self.counts = [0] * len(buckets)
+        self.sum = 0.0
+        self.count = 0
+        plain = _labels(names, values)
+        lines = [f"{name}_bucket{_labels(names, values, _le(_num(b)))} " for b in buckets]
+        lines += [f"{name}_bucket{_labels(names, values, _le('+Inf'))} ", f"{name}_sum{plain} ",
+                  f"{name}_count{plain} "]
+        self.template = "\n".join(line.replace("%", "%%") + "%s" for line in lines)  # %-format: the fastest
+        self.text: str | None = None
+
+    def render(self) -> str:
+        if self.text is None:
+            self.text = self.template % (*accumulate(self.counts), self.count, _num(self.sum), self.count)
+        return self.text
 
 
 class Histogram:
     def __init__(self, name: str, help: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.name, self.help, self.labels, self.buckets = name, help, labels, buckets
-        self.series: dict[tuple[str, ...], list] = {}  # values -> [bucket counts..., sum, count]
+        self.series: dict[tuple[str, ...], _Series] = {}
 
     def observe(self, value: float, *values: str) -> None:
         s = self.series.get(values)
         if s is None:
-            s = self.series[values] = [0] * (len(self.buckets) + 2)
+            s = self.series[values] = _Series(self.name, self.labels, values, self.buckets)
         i = bisect.bisect_left(self.buckets, value)
         if i < len(self.buckets):
-            s[i] += 1
-        s[-2] += value
-        s[-1] += 1
+            s.counts[i] += 1
+        s.sum += value
+        s.count += 1
+        s.text = None
+
+    def count(self, *values: str) -> int:
+        s = self.series.get(values)
+        return 0 if s is None else s.count
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} histogram"
-        for values, s in self.series.items():
-            cumulative = 0
-            for bound, n in zip(self.buckets, s):
-                cumulative += n
-                le = 'le="' + _num(bound) + '"'
-                yield f"{self.name}_bucket{_labels(self.labels, values, le)} {cumulative}"
-            yield f"{self.name}_bucket{_labels(self.labels, values, _LE_INF)} {s[-1]}"
-            yield f"{self.name}_sum{_labels(self.labels, values)} {_num(s[-2])}"
-            yield f"{self.name}_count{_labels(self.labels, values)} {s[-1]}"
+        for s in self.series.values():
+            yield s.render()
 
 
 def gauge(name: str, help: str, samples: Iterable[tuple[dict[str, str], float]]) -> Iterable[str]:
@@ -87,6 +118,28 @@ def gauge(name: str, help: str, samples: Iterable[tuple[dict[str, str], float]])
     for labels, v in samples:
         names = tuple(labels)
         yield f"{name}{_labels(names, tuple(labels[n] for n in names))} {_num(v)}"
+
+
+def generation_rate(usage: Any, seconds: float, first_byte: float | None, chunks: int = 0) -> float | None:
+    """Tokens per second of one reply, from the best evidence at hand.
+
+    Ollama-native usage carries ``eval_count``/``eval_duration`` (exact). OpenAI usage carries
+    ``completion_tokens``, timed from the first byte when streamed. Without usage, a stream's chunk
+    count stands in for its token count (Ollama flushes one token per chunk).
+    """
+    if isinstance(usage, dict):
+        count, duration = usage.get("eval_count"), usage.get("eval_duration")
+        if isinstance(count, int) and isinstance(duration, (int, float)) and count > 0 and duration > 0:
+            return count / (duration / 1e9)
+        tokens = usage.get("completion_tokens")
+    else:
+        tokens = None
+    if not isinstance(tokens, int) or isinstance(tokens, bool):
+        tokens = chunks
+    elapsed = seconds - first_byte if first_byte is not None and seconds > first_byte else seconds
+    if tokens <= 0 or elapsed <= 0:
+        return None
+    return tokens / elapsed
 
 
 class Metrics:
@@ -109,10 +162,11 @@ class Metrics:
         self.ttft_seconds = Histogram("oar_time_to_first_token_seconds", "Time to the first streamed byte.", ("model",))
         self.decision_seconds = Histogram("oar_routing_decision_seconds", "Classification plus scoring time.", (),
                                           DECISION_BUCKETS)
-        self.tokens_per_second = Histogram("oar_tokens_per_second", "Generation speed reported by upstream usage.",
+        self.tokens_per_second = Histogram("oar_tokens_per_second",
+                                           "Generation speed, from upstream usage or streamed chunk counts.",
                                            ("model",), TPS_BUCKETS)
-        self.auth_denials = Counter("oar_auth_denials_total", "Requests refused by access control, by plane and reason.",
-                                    ("plane", "reason"))
+        self.auth_denials = Counter("oar_auth_denials_total",
+                                    "Requests refused by access control, by plane and reason.", ("plane", "reason"))
         self.rate_limited = Counter("oar_rate_limited_total", "Requests refused by a rate limit, by plane.", ("plane",))
         self.jobs_finished = Counter("oar_jobs_finished_total", "Jobs that left queued/running, by final status.",
                                      ("status",))
@@ -132,6 +186,20 @@ class Metrics:
 
     def task_label(self, task: str | None) -> str:
         return task if task in self.task_types else ("none" if task is None else "other")
+
+    def observe_request(self, plane: str, task: str | None, model: str | None, mode: str, status: int,
+                        seconds: float, *, first_byte: float | None = None, usage: Any = None, chunks: int = 0) -> None:
+        """One answered request: the request counter, and for requests that ran a model, its timings."""
+        label = self.model_label(model)
+        self.requests.inc(plane, self.task_label(task), label, mode, str(status))
+        if model is None or mode not in ("sync", "stream") or status >= 400:
+            return
+        self.request_seconds.observe(seconds, label)
+        if first_byte is not None:
+            self.ttft_seconds.observe(first_byte, label)
+        rate = generation_rate(usage, seconds, first_byte, chunks)
+        if rate is not None:
+            self.tokens_per_second.observe(rate, label)
 
     def render(self, gauges: Iterable[Iterable[str]] = ()) -> str:
         lines: list[str] = []

@@ -99,12 +99,16 @@ def validate_chat_body(body: Any) -> dict:
     return body
 
 
-def forward_body(body: dict, model: str) -> bytes:
-    """The client body for Ollama: ``model`` replaced, ``router`` removed, everything else kept as sent."""
+def forward_body(body: dict, model: str, *, default_stream: bool | None = False) -> bytes:
+    """The client body for Ollama: ``model`` replaced, ``router`` removed, everything else kept as sent.
+
+    An absent ``stream`` becomes ``default_stream``; None leaves it absent (native APIs stream by default,
+    embedding APIs have no such field).
+    """
     out = {k: v for k, v in body.items() if k != "router"}
     out["model"] = model
-    if "stream" not in out:
-        out["stream"] = False
+    if default_stream is not None and "stream" not in out:
+        out["stream"] = default_stream
     return dumps(out)
 
 
@@ -298,15 +302,9 @@ class Service:
 
     def record(self, plane: str, routed: Routed | None, model: str | None, mode: str, status: int,
                seconds: float, stats: StreamStats | None = None, usage: dict | None = None) -> None:
-        m = self.app.metrics
         task = routed.classification.task_type if routed else None
-        m.requests.inc(plane, m.task_label(task), m.model_label(model), mode, str(status))
-        if model is not None and mode in ("sync", "stream"):
-            label = m.model_label(model)
-            m.request_seconds.observe(seconds, label)
-            if stats is not None and stats.first_byte_at is not None:
-                m.ttft_seconds.observe(stats.first_byte_at, label)
-            usage = usage or (stats.usage if stats else None)
-            tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-            if isinstance(tokens, int) and tokens > 0 and seconds > 0:
-                m.tokens_per_second.observe(tokens / seconds, label)
+        self.app.metrics.observe_request(
+            plane, task, model, mode, status, seconds,
+            first_byte=stats.first_byte_at if stats else None,
+            usage=usage or (stats.usage if stats else None), chunks=stats.chunks if stats else 0,
+        )

@@ -238,3 +238,14 @@ def chat_body(content: str, **router: Any) -> dict:
     if router:
         body["router"] = router
     return body
+
+
+def assert_no_null(value: Any, path: str = "$") -> None:
+    """Fail on any JSON null inside ``value`` (Kong's lua-cjson turns null into a truthy value and crashes)."""
+    assert value is not None, f"JSON null at {path}"
+    if isinstance(value, dict):
+        for k, v in value.items():
+            assert_no_null(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            assert_no_null(v, f"{path}[{i}]")

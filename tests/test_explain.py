@@ -1,0 +1,78 @@
+"""POST /v1/router/route: the decision with every score part, without running anything; and router.explain."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, assert_no_null, chat_body
+
+COMPONENTS = {"base", "routePosition", "priority", "purpose", "tag", "preferred", "loaded", "complexity", "vram",
+              "queue", "running", "exclusive"}
+
+
+def generation_calls(stack) -> int:
+    return len([c for c in stack.sim.calls if c["path"] not in ("/api/ps", "/api/version", "/api/tags")])
+
+
+def explain(stack, body) -> dict:
+    r = stack.request("POST", "/v1/router/route", body)
+    assert r.status == 200, r
+    out = r.json()
+    assert_no_null(out)
+    return out
+
+
+def test_dry_run_shows_classification_and_every_score_part(stack):
+    before = generation_calls(stack)
+    out = explain(stack, chat_body("Review this TypeScript code ```const x = 1```"))
+    assert generation_calls(stack) == before  # nothing ran
+    assert out["taskType"] == "code_review" and out["explicitTaskType"] is False
+    assert out["complexity"] in ("light", "medium", "heavy") and 0 <= out["confidence"] <= 1
+    assert out["markers"] and all(isinstance(m, str) for m in out["markers"])
+    assert out["mode"] == "sync" and out["selectedModel"] == DEEPSEEK == out["candidates"][0]["name"]
+    assert out["reason"].startswith(f"Selected {DEEPSEEK} for code_review with score ")
+    assert "gpuFreeMb" in out and out["heavyLoad"] is False
+    for c in out["candidates"]:
+        assert set(c["components"]) == COMPONENTS and "blocked" not in c
+        assert c["score"] == pytest.approx(sum(c["components"].values()), abs=0.01)
+    deepseek = out["candidates"][0]
+    assert deepseek["components"]["routePosition"] == 50 and deepseek["components"]["purpose"] == 25
+    assert deepseek["vramRequiredMb"] == 3.8 * 1024 + 512
+    scores = [c["score"] for c in out["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_blocked_candidates_carry_their_reason(stack):
+    slot = stack.call(stack.app.scheduler.acquire(GPTOSS))
+    try:
+        out = explain(stack, chat_body("Plan a multi-step investigation", taskType="agentic_reasoning",
+                                       mode="sync"))
+    finally:
+        stack.run(slot.release)
+    blocked = [c for c in out["candidates"] if "blocked" in c]
+    assert [(c["name"], c["blocked"]) for c in blocked] == [(GPTOSS, "busy")]
+    assert blocked[0]["running"] == 1 and blocked[0]["components"]["exclusive"] == -80
+    assert out["explicitTaskType"] is True and out["selectedModel"] == QWEN
+
+
+def test_pinned_and_rejected_dry_runs(stack):
+    pinned = explain(stack, {"model": QWEN, "messages": [{"role": "user", "content": "Hello there"}]})
+    assert pinned["pinned"] == QWEN and pinned["selectedModel"] == QWEN
+    everything = [VIBE, QWEN, DEEPSEEK, GPTOSS]
+    rejected = explain(stack, chat_body("Hello there", forbiddenModels=everything))
+    assert rejected["mode"] == "reject" and "selectedModel" not in rejected and rejected["candidates"] == []
+
+
+def test_invalid_dry_runs_are_400(stack):
+    assert stack.request("POST", "/v1/router/route", {"messages": []}).status == 400
+    assert stack.request("POST", "/v1/router/route", chat_body("x", mode="later")).status == 400
+
+
+def test_real_replies_list_candidates_when_asked(stack):
+    client = stack.openai()
+    reply = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Hello there"}],
+                                           extra_body={"router": {"explain": True}})
+    candidates = reply.model_extra["router"]["candidates"]
+    assert candidates[0]["name"] == VIBE and all(set(c) >= {"name", "score"} for c in candidates)
+    plain = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Hello there"}])
+    assert "candidates" not in plain.model_extra["router"]
