@@ -48,9 +48,11 @@ async def serve(models: int) -> None:
     """The child: simulator (its /api/ps hung) + router, with every per-model metric series populated."""
     import dataclasses
 
+    from ollama_agent_router.api_kong import runtime_body
     from ollama_agent_router.api_status import metrics_text
     from ollama_agent_router.app import App
     from ollama_agent_router.config import parse_config
+    from ollama_agent_router.jsonutil import dumps
     from ollama_agent_router.log import Logger
     from ollama_agent_router.simulator import Fault, OllamaSimulator
 
@@ -92,9 +94,13 @@ async def serve(models: int) -> None:
         metrics_text(app)
         cpu += time.process_time() - t0
     render_ms = cpu / 200 * 1000  # CPU time: what one scrape costs the node, whatever else runs on the box
+    t0 = time.process_time()
+    for _ in range(1000):
+        dumps(runtime_body(app))
+    snapshot_ms = (time.process_time() - t0)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(json.dumps({"port": port, "renderMs": render_ms}), flush=True)
+    print(json.dumps({"port": port, "renderMs": render_ms, "snapshotMs": snapshot_ms}), flush=True)
     await stop.wait()
     churner.cancel()
     await app.stop(1.0)
@@ -146,9 +152,11 @@ def main() -> int:
         runtime, body = timed_gets(port, "/v1/router/runtime", args.requests)
         snapshot = json.loads(body)
         scrapes, text = timed_gets(port, "/metrics", max(200, args.requests // 10))
-        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {args.models} models; /api/ps hung")
+        load = os.getloadavg()[0]
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {load:.2f}; {args.models} models")
         print(report("/v1/router/runtime (ps hung)", runtime))
-        print(f"{'':<34} status={snapshot['status']} snapshotAgeMs={snapshot['snapshotAgeMs']}")
+        print(f"{'':<34} status={snapshot['status']} snapshotAgeMs={snapshot['snapshotAgeMs']}; "
+              f"body CPU {info['snapshotMs']:.3f} ms")
         print(report(f"/metrics ({args.models} models)", scrapes))
         lines = text.count(b"\n")
         print(f"{'':<34} {len(text)} bytes, {lines} lines; render CPU {info['renderMs']:.3f} ms")

@@ -128,22 +128,22 @@ class KongHandlers:
         try:
             call = parse_call(self.app, await read_json(req))
             req.log.update(model=call.model, taskType=call.task_type)
-            return await self._execute(req, call, started)
+            return await self._execute(call, started)
         except HttpError as e:
             self._observe(call, "sync", e.status, started)
             raise
 
-    async def _execute(self, req: Request, call: KongCall, started: float) -> Response | StreamResponse:
+    async def _execute(self, call: KongCall, started: float) -> Response | StreamResponse:
         app = self.app
         meta = call.meta
         limit = meta.max_execution_time_ms
         # Kong already judged the queue when it chose sync; without an explicit bound, waiting may use the run's budget.
         wait = meta.max_queue_time_ms if meta.max_queue_time_explicit else limit
         try:
+            # No per-user quota: every client behind Kong shares its one key, and Kong limits its consumers itself.
             ex = await app.service.open(
                 [call.model], app.cfg.ollama.open_ai_compatible_path, lambda m: forward_body(call.request, m),
-                priority=call.priority, user=req.context["principal"].user, max_wait=wait / 1000, timeout_ms=limit,
-                failover=False,
+                priority=call.priority, user=None, max_wait=wait / 1000, timeout_ms=limit, failover=False,
             )
         except WaitTimeout:
             raise HttpError(503, f"{call.model} has no free slot within {wait} ms", code="queue_timeout",

@@ -11,9 +11,12 @@ import bisect
 from itertools import accumulate
 from typing import Any, Iterable
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# Per-model histograms multiply by the model count, so each keeps about a dozen buckets over its own range.
+REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DECISION_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01)
-TPS_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
+TPS_BUCKETS = (1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -86,7 +89,7 @@ class _Series:
 
 
 class Histogram:
-    def __init__(self, name: str, help: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+    def __init__(self, name: str, help: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> None:
         self.name, self.help, self.labels, self.buckets = name, help, labels, buckets
         self.series: dict[tuple[str, ...], _Series] = {}
 
@@ -157,9 +160,11 @@ class Metrics:
         self.cooldowns = Counter("oar_model_cooldowns_total", "Times a model entered cooldown after repeated failures.",
                                  ("model",))
         self.request_seconds = Histogram("oar_request_duration_seconds", "Total request time, routed requests.",
-                                         ("model",))
-        self.queue_seconds = Histogram("oar_queue_wait_seconds", "Time spent waiting for a model slot.", ("model",))
-        self.ttft_seconds = Histogram("oar_time_to_first_token_seconds", "Time to the first streamed byte.", ("model",))
+                                         ("model",), REQUEST_BUCKETS)
+        self.queue_seconds = Histogram("oar_queue_wait_seconds", "Time spent waiting for a model slot.", ("model",),
+                                       QUEUE_BUCKETS)
+        self.ttft_seconds = Histogram("oar_time_to_first_token_seconds", "Time to the first streamed byte.",
+                                      ("model",), TTFT_BUCKETS)
         self.decision_seconds = Histogram("oar_routing_decision_seconds", "Classification plus scoring time.", (),
                                           DECISION_BUCKETS)
         self.tokens_per_second = Histogram("oar_tokens_per_second",

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, Reply, TEST_CONFIG, assert_no_null, wait_for
 from ollama_agent_router.gpu import GpuUnavailable
+from ollama_agent_router.runtime import processor_text
 from ollama_agent_router.simulator import Fault, SimulatedGpu
 
 KONG_AUTH_FORMS = {
@@ -78,6 +79,22 @@ def assert_error(reply: Reply, status: int, message: str | None = None) -> dict:
     if message is not None:
         assert body["error"]["message"] == message
     return body["error"]
+
+
+# ---- the plugin's smoke test (C.11), secure variant's node config ----------------------------------------
+
+def test_c11_smoke_sync_chat_through_kong(stack_factory):
+    smoke = {**TEST_CONFIG["models"][0], "tags": ["smoke"]}  # one model, with the extra key the smoke config has
+    stack = stack_factory({"gpu": {"provider": "none"}, "models": [smoke],
+                           "routes": {task: [VIBE] for task in TEST_CONFIG["routes"]}}, simulated_gpu=False)
+    kong = kong_for(stack, "bearer")
+    caps = kong.call("GET", "/v1/router/capabilities").json()
+    assert {"nodeId", "status", "version"} <= set(caps) and [m["name"] for m in caps["models"]] == [VIBE]
+    router = {"mode": "sync", "preferredModels": [VIBE], "maxExecutionTimeMs": 180000}
+    body = execute_body(VIBE, "Reply with exactly OK. ECHO: OK", request={"router": router})
+    reply = kong.call("POST", "/v1/router/execute", body)
+    assert reply.status == 200 and reply.json()["result"]["choices"][0]["message"]["content"] == "OK"
+    assert "gpu" not in kong.call("GET", "/v1/router/runtime").json()
 
 
 # ---- capabilities (C.4) -------------------------------------------------------------------------------
@@ -150,6 +167,29 @@ def test_runtime_contract(stack):
     assert rt["queues"]["byModel"][1] == {"model": QWEN, "queued": 0, "running": 0, "concurrency": 1}
     assert rt["jobs"] == {"queued": 0, "running": 0, "succeededRetained": 0, "failedRetained": 0,
                           "cancelledRetained": 0, "expiredRetained": 0}
+
+
+@pytest.mark.parametrize("size,size_vram,text", [
+    (6_654_289_920, 6_654_289_920, "100% GPU"),
+    (6_654_289_920, 0, "100% CPU"),
+    (10_000_000_000, 5_200_000_000, "48%/52% CPU/GPU"),
+    (10_000_000_000, 9_950_000_000, "1%/99% CPU/GPU"),  # 0.5 rounds half up, as Go's math.Round
+    (1_000, 2_000, "Unknown"),
+])
+def test_processor_text_matches_the_ollama_cli(size, size_vram, text):
+    assert processor_text(size, size_vram) == text
+
+
+def test_runtime_renders_a_cpu_gpu_split_like_the_ollama_cli(stack_factory):
+    stack = stack_factory(sim_kw={"gpu_total_mb": 8192})  # gpt-oss:20b does not fit: partly on the CPU
+    kong = kong_for(stack)
+    assert kong.call("POST", "/v1/router/execute", execute_body(GPTOSS, "x")).status == 200
+    stack.run(stack.app.runtime.poke)
+    wait_for(lambda: stack.app.scheduler.states[GPTOSS].loaded)
+    loaded = {m["name"]: m for m in kong.call("GET", "/v1/router/runtime").json()["loadedModels"]}
+    assert re.fullmatch(r"(\d+)%/(\d+)% CPU/GPU", loaded[GPTOSS]["processor"])
+    cpu, gpu = map(int, re.findall(r"\d+", loaded[GPTOSS]["processor"]))
+    assert cpu + gpu == 100 and cpu > 0
 
 
 def test_snapshot_age_is_real(stack):
@@ -269,7 +309,9 @@ def test_execute_error_statuses_follow_c9(stack_factory):
     assert len([c for c in stack.sim.calls if c["path"] == "/v1/chat/completions"]) == 3  # never re-routed
 
 
-def test_execute_honours_priority_and_queue_limits(stack):
+def test_execute_honours_priority_and_queue_limits(stack_factory):
+    # Two waiting calls from one Kong: the per-user quota (1 here) must not count Kong as a single user.
+    stack = stack_factory({"queue": {"perUserMaxQueued": 1}})
     kong = kong_for(stack)
     slot = stack.call(stack.app.scheduler.acquire(QWEN))
     replies: dict[str, Reply] = {}
