@@ -71,4 +71,5 @@ def routes(app: "App") -> list[Route]:
     async def route(req: Request, params: dict[str, str]) -> Response:
         return json_response(200, explain(app, await read_json(req)))
 
-    return [Route("POST", "/v1/router/route", "standalone", route)]
+    # "jobs" is the gate both public planes share: a standalone or a runtimeAgent key may ask.
+    return [Route("POST", "/v1/router/route", "jobs", route)]

@@ -20,7 +20,7 @@ from .config_types import ModelSpec
 from .errors import HttpError
 from .httpserver import Request, Response, StreamResponse, json_response
 from .jsonutil import dumps, iso_ms
-from .relay import StreamStats, relay_ndjson, relay_sse
+from .relay import StreamStats, relay
 from .routing import RouterMeta, normalize_meta
 from .scheduler import WaitTimeout
 from .service import Exchange, Routed, forward_body, upstream_http_error
@@ -158,9 +158,10 @@ class FrontDoor:
         headers = router_headers(router)
         if native:
             # NDJSON has no comment lines: the router metadata travels in the X-Router-* headers only.
-            return StreamResponse(200, relay_ndjson(ex.response, stats, clock, done), headers, content_type=NDJSON)
+            chunks = relay(ex.response, stats, clock, native=True, on_end=done)
+            return StreamResponse(200, chunks, headers, content_type=NDJSON)
         prelude = b": router " + dumps(router) + b"\n\n"
-        return StreamResponse(200, relay_sse(ex.response, stats, clock, prelude, done), headers)
+        return StreamResponse(200, relay(ex.response, stats, clock, prelude=prelude, on_end=done), headers)
 
     async def _answer(self, ex: Exchange, router: dict, task: str | None, started: float) -> Response:
         result = await self.app.service.read_result(ex)

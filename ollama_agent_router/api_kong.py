@@ -19,7 +19,7 @@ from .config_types import PRIORITIES, to_json
 from .errors import HttpError
 from .httpserver import Request, Response, StreamResponse, json_response
 from .jsonutil import dumps, iso_ms
-from .relay import StreamStats, relay_sse
+from .relay import StreamStats, relay
 from .routing import RouterMeta, normalize_meta
 from .scheduler import WaitTimeout
 from .service import Exchange, forward_body, validate_chat_body
@@ -170,7 +170,7 @@ class KongHandlers:
         # SSE clients skip comment lines; a gateway that wants the node's facts reads them here or in the headers.
         head = {"nodeId": self.node_id, "selectedModel": ex.model, "queueTimeMs": ex.queue_ms}
         prelude = b": router " + dumps(head) + b"\n\n"
-        chunks = relay_sse(ex.response, stats, lambda: time.perf_counter() - started, prelude, done)
+        chunks = relay(ex.response, stats, lambda: time.perf_counter() - started, prelude=prelude, on_end=done)
         headers = [("X-Router-Node-Id", self.node_id), ("X-Router-Selected-Model", ex.model),
                    ("X-Router-Queue-Time-Ms", str(ex.queue_ms))]
         return StreamResponse(200, chunks, headers)

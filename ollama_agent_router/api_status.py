@@ -67,9 +67,10 @@ def _jobs_by_model(app: "App") -> list[tuple[dict[str, str], float]]:
 def metrics_text(app: "App") -> str:
     """The exposition, from memory only: a scrape never spawns a process nor waits on Ollama.
 
-    The original's gauges keep their names and order, ``oar_jobs_total`` included (a gauge of retained
-    jobs despite its counter-like suffix, kept so existing dashboards work); the per-model job split the
-    original put under the same name is ``oar_jobs_by_model`` so the two label sets never mix.
+    The original's gauges keep their names and order. Its ``oar_jobs_total`` is a gauge despite the
+    counter suffix: it stays for existing dashboards, after ``oar_jobs``, the same values under a
+    conventional name. The per-model split the original put under that name too is ``oar_jobs_by_model``,
+    so label sets never mix within a family.
     """
     sched = app.scheduler
     rt = app.runtime
@@ -85,14 +86,11 @@ def metrics_text(app: "App") -> str:
         if snap.utilization_pct is not None:
             gauges.append(gauge("oar_gpu_utilization_pct", "GPU utilisation in percent.", [({}, snap.utilization_pct)]))
     summary = app.jobs.summary()
-    gauges.append(gauge("oar_jobs_total", "Jobs currently retained, by status (a gauge, named as in the original).", [
-        ({"status": "queued"}, summary["queued"]),
-        ({"status": "running"}, summary["running"]),
-        ({"status": "succeeded"}, summary["succeededRetained"]),
-        ({"status": "failed"}, summary["failedRetained"]),
-        ({"status": "cancelled"}, summary["cancelledRetained"]),
-        ({"status": "expired"}, summary["expiredRetained"]),
-    ]))
+    retained = [({"status": status}, summary[key]) for status, key in (
+        ("queued", "queued"), ("running", "running"), ("succeeded", "succeededRetained"),
+        ("failed", "failedRetained"), ("cancelled", "cancelledRetained"), ("expired", "expiredRetained"))]
+    gauges.append(gauge("oar_jobs", "Jobs currently retained, by status.", retained))
+    gauges.append(gauge("oar_jobs_total", "Deprecated: oar_jobs under the original's name (a gauge).", retained))
     gauges.append(gauge("oar_jobs_by_model", "Jobs currently retained, by status and model.", _jobs_by_model(app)))
     gauges.append(gauge("oar_model_queue_depth", "Requests waiting for each model.",
                         [({"model": name}, q.waiting) for name, q in sched.queues.items()]))

@@ -1,8 +1,9 @@
 """Prometheus text exposition (format 0.0.4): counters and histograms kept in memory, gauges read from snapshots.
 
 Label values come only from configuration (model names, task types, planes) or small fixed sets;
-anything a client sends is folded into ``other`` first, so the series count stays bounded. Each
-series keeps its rendered label text, so a scrape is string joins and no formatting per label.
+anything a client sends is folded into ``other`` first, so the series count stays bounded. Label text
+is rendered once per series, and a histogram series keeps its lines until it next changes, so a scrape
+costs about one string join per series that moved.
 """
 
 from __future__ import annotations
@@ -103,10 +104,6 @@ class Histogram:
         s.sum += value
         s.count += 1
         s.text = None
-
-    def count(self, *values: str) -> int:
-        s = self.series.get(values)
-        return 0 if s is None else s.count
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"

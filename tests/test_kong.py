@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, Reply, TEST_CONFIG, assert_no_null, wait_for
+from access_support import LOCKED, access, api_key, plane, secret
+from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, Reply, TEST_CONFIG, assert_no_null, chat_body, wait_for
 from ollama_agent_router.gpu import GpuUnavailable
 from ollama_agent_router.runtime import processor_text
 from ollama_agent_router.simulator import Fault, SimulatedGpu
@@ -95,6 +96,29 @@ def test_c11_smoke_sync_chat_through_kong(stack_factory):
     reply = kong.call("POST", "/v1/router/execute", body)
     assert reply.status == 200 and reply.json()["result"]["choices"][0]["message"]["content"] == "OK"
     assert "gpu" not in kong.call("GET", "/v1/router/runtime").json()
+
+
+def test_c11_secure_variant_auth(stack_factory):
+    """scripts/smoke-secure-runtime.sh: standalone off, runtimeAgent key-only, one runtimeAgent key."""
+    stack = stack_factory(access(standalone=plane(enabled=False), runtime=LOCKED,
+                                 keys=[api_key("rt", ["runtimeAgent"]), api_key("std", ["standalone"])]))
+    anonymous = Kong(stack.url).call("GET", "/v1/router/capabilities")
+    assert_error(anonymous, 401)
+    assert "api key" in anonymous.json()["error"]["message"].lower()  # Kong: "node-router authentication failed"
+    wrong = Kong(stack.url, {"x-api-key": secret("std")}).call("GET", "/v1/router/runtime")
+    assert_error(wrong, 403)
+    assert "api key" in wrong.json()["error"]["message"].lower()
+    assert_error(stack.request("POST", "/v1/chat/completions", chat_body("hi")), 404)
+    for form in ({"authorization": f"Bearer {secret('rt')}"}, {"x-api-key": secret("rt")}):
+        kong = Kong(stack.url + "/", form)
+        assert kong.call("GET", "/v1/router/capabilities").status == 200
+        assert kong.call("GET", "/v1/router/runtime").status == 200
+        assert kong.call("POST", "/v1/router/execute", execute_body(VIBE, "ECHO: OK")).status == 200
+        assert kong.call("POST", "/v1/router/route", chat_body("hi")).status == 200
+        job = kong.call("POST", "/v1/router/jobs", execute_body(VIBE, "x"))
+        assert job.status == 202
+        assert kong.call("GET", f"/v1/jobs/{job.json()['id']}", zero_length=True).status == 200
+        assert kong.call("DELETE", f"/v1/jobs/{job.json()['id']}", zero_length=True).status == 200
 
 
 # ---- capabilities (C.4) -------------------------------------------------------------------------------

@@ -209,7 +209,7 @@ def test_label_values_stay_bounded_under_random_client_strings(stack_factory):
     allowed = {
         "model": set(stack.app.table.order) | {"other", "none"},
         "task_type": set(stack.app.metrics.task_types) | {"other", "none"},
-        "plane": {"standalone", "runtimeAgent"},
+        "plane": {"standalone", "runtimeAgent", "admin", "metrics"},
     }
     for _, labels, _ in samples:
         for key, values in allowed.items():
