@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from access_support import access, api_key, secret
 from conftest import GPTOSS, QWEN, VIBE, TEST_CONFIG, make_config
 from ollama_agent_router.metrics import Counter, Histogram, Metrics, gauge, generation_rate
 from ollama_agent_router.simulator import Fault
@@ -248,22 +249,27 @@ def test_metrics_bind_moves_the_exposition_to_its_own_listener():
     from ollama_agent_router.app import App
     from ollama_agent_router.log import Logger
 
-    async def fetch(port: int, path: str) -> tuple[int, bytes]:
+    async def fetch(port: int, path: str, key: str = "") -> tuple[int, bytes]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        auth = f"x-api-key: {key}\r\n" if key else ""
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n".encode())
         data = await reader.read()
         writer.close()
         return int(data.split(b" ", 2)[1]), data.split(b"\r\n\r\n", 1)[1]
 
     async def main() -> None:
-        cfg = make_config({"metrics": {"bind": "127.0.0.1:9464"}, "ollama": {"baseUrl": "http://127.0.0.1:9"}})
+        cfg = make_config({"metrics": {"bind": "127.0.0.1:9464", "requireApiKey": True},
+                           "ollama": {"baseUrl": "http://127.0.0.1:9"},
+                           **access(keys=[api_key("rt", ["runtimeAgent"]), api_key("std", ["standalone"])])})
         app = App(cfg, log=Logger("error", io.StringIO()))
         port = await app.start("127.0.0.1", 0, metrics_port=0)
         try:
             assert app.metrics_port not in (None, port)
             assert (await fetch(port, "/metrics"))[0] == 404
             assert (await fetch(port, "/health"))[0] == 200
-            status, body = await fetch(app.metrics_port, "/metrics")
+            assert (await fetch(app.metrics_port, "/metrics"))[0] == 401  # metrics.requireApiKey holds here too
+            assert (await fetch(app.metrics_port, "/metrics", secret("std")))[0] == 403
+            status, body = await fetch(app.metrics_port, "/metrics", secret("rt"))
             assert status == 200 and b"# TYPE oar_requests_total counter" in body
             assert (await fetch(app.metrics_port, "/health"))[0] == 404
             assert (await fetch(app.metrics_port, "/v1/router/runtime"))[0] == 404
