@@ -138,7 +138,7 @@ def _smi_number(field: str) -> float | None:
             text = text[: -len(unit)]
     try:
         value = float(text)
-    except ValueError:  # [N/A], [Not Supported], header cells, garbage
+    except ValueError:  # bracketed placeholders such as [N/A], header cells, garbage
         return None
     return value if math.isfinite(value) else None
 

@@ -73,7 +73,7 @@ def parse_head(block: bytes, max_headers: int = 100) -> RequestHead:
     elif version_b == b"HTTP/1.0":
         version = "1.0"
     elif version_b.startswith(b"HTTP/"):
-        raise ProtocolError(505, "HTTP version not supported", "http_version_not_supported")
+        raise ProtocolError(505, "Only HTTP/1.0 and HTTP/1.1 are spoken here", "http_version_unsupported")
     else:
         raise ProtocolError(400, "Malformed request line")
     if not _TARGET.match(target_b):

@@ -72,7 +72,7 @@ def execute_body(model: str, content: str, **extra: Any) -> dict:
     return body
 
 
-def assert_error(reply: Reply, status: int, message: str | None = None) -> dict:
+def check_error(reply: Reply, status: int, message: str | None = None) -> dict:
     assert reply.status == status, reply
     body = reply.json()
     assert_no_null(body)
@@ -103,12 +103,12 @@ def test_c11_secure_variant_auth(stack_factory):
     stack = stack_factory(access(standalone=plane(enabled=False), runtime=LOCKED,
                                  keys=[api_key("rt", ["runtimeAgent"]), api_key("std", ["standalone"])]))
     anonymous = Kong(stack.url).call("GET", "/v1/router/capabilities")
-    assert_error(anonymous, 401)
+    check_error(anonymous, 401)
     assert "api key" in anonymous.json()["error"]["message"].lower()  # Kong: "node-router authentication failed"
     wrong = Kong(stack.url, {"x-api-key": secret("std")}).call("GET", "/v1/router/runtime")
-    assert_error(wrong, 403)
+    check_error(wrong, 403)
     assert "api key" in wrong.json()["error"]["message"].lower()
-    assert_error(stack.request("POST", "/v1/chat/completions", chat_body("hi")), 404)
+    check_error(stack.request("POST", "/v1/chat/completions", chat_body("hi")), 404)
     for form in ({"authorization": f"Bearer {secret('rt')}"}, {"x-api-key": secret("rt")}):
         kong = Kong(stack.url + "/", form)
         assert kong.call("GET", "/v1/router/capabilities").status == 200
@@ -148,7 +148,7 @@ def test_capabilities_contract_under_a_base_path(stack_factory):
     assert caps["models"][1]["tags"] == ["planning", "tool_use"]
     assert caps["routes"]["code_review"] == [DEEPSEEK, QWEN] and caps["routes"]["unknown"] == [VIBE]
     # Without the base path the node answers the JSON 404 (never HTML: Kong would call that invalid JSON).
-    assert_error(stack.request("GET", "/v1/router/capabilities", prefix=False), 404)
+    check_error(stack.request("GET", "/v1/router/capabilities", prefix=False), 404)
 
 
 def test_snapshot_endpoints_never_wait_on_ollama(stack):
@@ -221,7 +221,7 @@ def test_snapshot_age_is_real(stack):
     stack.sim.inject("/api/version", Fault(first_byte_delay_s=30, times=None))
     try:
         # While every poll hangs, the snapshot keeps its last values and its age grows.
-        wait_for(lambda: kong_for(stack).call("GET", "/v1/router/runtime").json()["snapshotAgeMs"] > 300)
+        assert wait_for(lambda: kong_for(stack).call("GET", "/v1/router/runtime").json()["snapshotAgeMs"] > 300)
     finally:
         stack.sim.clear_faults()
 
@@ -270,7 +270,7 @@ def test_no_json_null_anywhere_kong_reads(stack_factory, monkeypatch, state):
         bodies.append(kong.call("DELETE", "/v1/router/runtime").json())
         if state == "ollama_down":
             down = kong.call("POST", "/v1/router/execute", execute_body(VIBE, "x"))
-            assert_error(down, 503)
+            check_error(down, 503)
         for body in bodies:
             assert_no_null(body)
     finally:
@@ -315,21 +315,21 @@ def test_execute_and_jobs_are_lenient_where_kong_is_loose(stack):
 def test_execute_error_statuses_follow_c9(stack_factory):
     stack = stack_factory()
     kong = kong_for(stack)
-    assert_error(kong.call("POST", "/v1/router/execute", execute_body("nope:1b", "x")), 404,
+    check_error(kong.call("POST", "/v1/router/execute", execute_body("nope:1b", "x")), 404,
                  "Unknown configured model: nope:1b")
-    assert_error(kong.call("POST", "/v1/router/execute", execute_body(VIBE, "x", request={"messages": []})), 400,
+    check_error(kong.call("POST", "/v1/router/execute", execute_body(VIBE, "x", request={"messages": []})), 400,
                  "messages must be a non-empty array")
-    assert_error(kong.call("POST", "/v1/router/execute", {"request": {"messages": [{"role": "user"}]}}), 400)
-    assert_error(kong.call("POST", "/v1/router/execute", {"selectedModel": VIBE}), 400)
-    assert_error(kong.call("POST", "/v1/router/execute"), 400)
+    check_error(kong.call("POST", "/v1/router/execute", {"request": {"messages": [{"role": "user"}]}}), 400)
+    check_error(kong.call("POST", "/v1/router/execute", {"selectedModel": VIBE}), 400)
+    check_error(kong.call("POST", "/v1/router/execute"), 400)
     stack.sim.inject(VIBE, Fault(status=500, message="llama runner process has terminated"))
-    err = assert_error(kong.call("POST", "/v1/router/execute", execute_body(VIBE, "x")), 502)
+    err = check_error(kong.call("POST", "/v1/router/execute", execute_body(VIBE, "x")), 502)
     assert "llama runner process has terminated" in err["message"]
     stack.sim.inject(VIBE, Fault(status=503))
-    assert_error(kong.call("POST", "/v1/router/execute", execute_body(VIBE, "x")), 503)
+    check_error(kong.call("POST", "/v1/router/execute", execute_body(VIBE, "x")), 503)
     stack.sim.inject(VIBE, Fault(first_byte_delay_s=5))
     slow = execute_body(VIBE, "x", request={"router": {"maxExecutionTimeMs": 100}})
-    assert_error(kong.call("POST", "/v1/router/execute", slow), 504)
+    check_error(kong.call("POST", "/v1/router/execute", slow), 504)
     assert len([c for c in stack.sim.calls if c["path"] == "/v1/chat/completions"]) == 3  # never re-routed
 
 
@@ -354,7 +354,7 @@ def test_execute_honours_priority_and_queue_limits(stack_factory):
         threads[-1].start()
         wait_for(queued(waiting))
     bounded = execute_body(QWEN, "x", request={"router": {"maxQueueTimeMs": 50}})
-    err = assert_error(kong.call("POST", "/v1/router/execute", bounded), 503)
+    err = check_error(kong.call("POST", "/v1/router/execute", bounded), 503)
     assert err["code"] == "queue_timeout"
     stack.run(slot.release)
     for t in threads:
@@ -416,8 +416,8 @@ def test_job_contract_and_routing_back(stack_factory):
 
 def test_job_rejects_a_stream_and_unknown_models(stack):
     kong = kong_for(stack)
-    assert_error(kong.call("POST", "/v1/router/jobs", execute_body(VIBE, "x", request={"stream": True})), 400)
-    assert_error(kong.call("POST", "/v1/router/jobs", execute_body("ghost:7b", "x")), 404,
+    check_error(kong.call("POST", "/v1/router/jobs", execute_body(VIBE, "x", request={"stream": True})), 400)
+    check_error(kong.call("POST", "/v1/router/jobs", execute_body("ghost:7b", "x")), 404,
                  "Unknown configured model: ghost:7b")
 
 
