@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -116,7 +115,7 @@ async def chat_completions(app: "App", req: Request, params: dict[str, str]) -> 
     if stream:
         if meta.mode == "async":
             raise HttpError(400, "stream: true cannot be combined with router.mode async", code="invalid_router_options")
-        meta = dataclasses.replace(meta, allow_async=False)  # a streaming client waits for its stream
+        meta = meta._replace(allow_async=False)  # a streaming client waits for its stream
     routed = app.service.route(body, meta, pinned=app.service.pin(body.get("model")))
     decision = routed.decision
     req.log["taskType"] = routed.classification.task_type

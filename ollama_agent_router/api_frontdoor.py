@@ -9,7 +9,6 @@ Ollama's own, with ``auto`` added where models are listed.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -185,7 +184,7 @@ class FrontDoor:
             if meta.mode == "async":
                 raise HttpError(400, "router.mode async needs /v1/chat/completions: native clients cannot poll jobs",
                                 code="invalid_router_options")
-            meta = dataclasses.replace(meta, allow_async=False)
+            meta = meta._replace(allow_async=False)
             tools = body.get("tools")
             routed = self.app.service.route({"messages": messages, "tools": tools}, meta,
                                             pinned=self.app.service.pin(body.get("model")))

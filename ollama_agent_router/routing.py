@@ -7,8 +7,8 @@ a model outside the route list gets no route bonus, and the async paths never pi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, NamedTuple
 
 from .config_types import PRIORITIES, Config, ModelSpec
 from .errors import HttpError
@@ -17,8 +17,7 @@ from .jsonutil import to_fixed1
 MODES = ("auto", "sync", "async")
 
 
-@dataclass(frozen=True, slots=True)
-class RouterMeta:
+class RouterMeta(NamedTuple):
     mode: str
     allow_async: bool
     task_type: str
@@ -32,9 +31,11 @@ class RouterMeta:
     max_queue_time_explicit: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class ModelState:
-    """What the scheduler and the runtime snapshot know about one model right now."""
+class ModelState(NamedTuple):
+    """What the scheduler and the runtime snapshot know about one model right now.
+
+    Tuples rather than frozen dataclasses: these are built on every queue change and every candidate,
+    and a frozen dataclass pays a setattr per field."""
 
     waiting: int = 0
     running: int = 0
@@ -46,22 +47,20 @@ class ModelState:
 IDLE = ModelState()
 
 
-@dataclass(frozen=True)
-class RuntimeView:
+class RuntimeView(NamedTuple):
     gpu_free_mb: float | None  # None when there is no GPU snapshot
     total_waiting: int
-    models: Mapping[str, ModelState] = field(default_factory=dict)
+    models: Mapping[str, ModelState] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
     name: str
     score: float = 0.0
     blocked: str | None = None  # gpu_only | busy | cooldown
     components: tuple[tuple[str, float], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     action: str  # sync | async | reject
     model: str | None
@@ -82,6 +81,27 @@ class Decision:
         return [c.name for c in self.ranked if c.name != self.model]
 
 
+@dataclass(frozen=True, slots=True)
+class _ModelFacts:
+    """The parts of a ModelSpec the score reads, flattened for the per-candidate loop."""
+
+    name: str
+    priority: float
+    purpose: frozenset[str]
+    tags: frozenset[str]
+    required_mb: float
+    exclusive: bool
+    allow_when_busy: bool
+    max_concurrent: int
+    low_cost: bool
+    high_cost: bool
+
+    @classmethod
+    def of(cls, m: ModelSpec, required_mb: float) -> "_ModelFacts":
+        return cls(m.name, m.priority, frozenset(m.purpose), frozenset(m.tags), required_mb, m.exclusive,
+                   m.allow_when_busy, m.max_concurrent, m.cost_class == "low", m.cost_class == "high")
+
+
 class RoutingTable:
     """Config-derived lookups, built once so a decision allocates as little as possible."""
 
@@ -100,6 +120,7 @@ class RoutingTable:
             for tag in dict.fromkeys(m.purpose + m.tags):
                 self.by_purpose.setdefault(tag, []).append(m.name)
         self.required_mb = {m.name: m.size_gb * 1024 + cfg.gpu.vram_safety_reserve_mb for m in cfg.models}
+        self.facts = {m.name: _ModelFacts.of(m, self.required_mb[m.name]) for m in cfg.models}
         self.task_types = frozenset(cfg.routes) | frozenset(t for m in cfg.models for t in m.purpose)
 
     def resolve(self, name: str) -> str | None:
@@ -214,57 +235,59 @@ def candidate_names(meta: RouterMeta, task_type: str, table: RoutingTable, pinne
     return [n for n in ordered if n in table.models and n not in forbidden]
 
 
-def block_reason(spec: ModelSpec, state: ModelState, meta: RouterMeta, table: RoutingTable,
-                 view: RuntimeView) -> str | None:
-    if meta.require_gpu_only:
-        gpu = table.cfg.gpu
-        free = view.gpu_free_mb if view.gpu_free_mb is not None else gpu.vram_total_mb
-        if view.gpu_free_mb is None and gpu.vram_total_mb <= 0:
-            return "gpu_only"
-        if "cpu" in state.processor and "100% gpu" not in state.processor:
-            return "gpu_only"
-        if not state.loaded and table.required_mb[spec.name] > free:
-            return "gpu_only"
+class _Request(NamedTuple):
+    """Per-decision constants, computed once rather than once per candidate."""
+
+    task_type: str
+    positions: Mapping[str, int]
+    preferred: Mapping[str, int]
+    free_mb: float
+    gpu_only: bool
+    no_gpu: bool
+    heavy: bool
+    light: bool
+    explain: bool
+
+
+def _evaluate(m: _ModelFacts, state: ModelState, r: _Request) -> Candidate:
+    """Blocks (spec §5.4: gpu_only, busy; then our cooldown) and the additive score of §5.5, in one pass.
+
+    A model outside the route list gets route bonus 0 (the original's index -1 gave it +58).
+    """
     running = state.running
-    if (spec.exclusive and running > 0) or (not spec.allow_when_busy and running >= spec.max_concurrent):
-        return "busy"
-    if state.cooldown:
-        return "cooldown"
-    return None
-
-
-def score(spec: ModelSpec, state: ModelState, task_type: str, complexity: str, table: RoutingTable,
-          view: RuntimeView, preferred_index: Mapping[str, int], explain: bool = False,
-          ) -> tuple[float, tuple[tuple[str, float], ...]]:
-    """The additive score of spec §5.5 (route bonus 0 outside the route list), with its parts when asked."""
-    name = spec.name
-    idx = table.route_positions(task_type).get(name)
-    route = max(0, 50 - 8 * idx) if idx is not None else 0
-    purpose = 25 if task_type in spec.purpose else 0
-    tag = 15 if task_type in spec.tags else 0
-    p = preferred_index.get(name)
+    blocked = None
+    if r.gpu_only and (
+        r.no_gpu
+        or ("cpu" in state.processor and "100% gpu" not in state.processor)
+        or (not state.loaded and m.required_mb > r.free_mb)
+    ):
+        blocked = "gpu_only"
+    elif (m.exclusive and running > 0) or (not m.allow_when_busy and running >= m.max_concurrent):
+        blocked = "busy"
+    elif state.cooldown:
+        blocked = "cooldown"
+    idx = r.positions.get(m.name)
+    route = 50 - 8 * idx if idx is not None and idx < 7 else 0
+    purpose = 25 if r.task_type in m.purpose else 0
+    tag = 15 if r.task_type in m.tags else 0
+    p = r.preferred.get(m.name)
     preferred = 80 - 10 * p if p is not None else 0
     loaded = 20 if state.loaded else 0
-    cost = 0
-    if complexity == "heavy" and spec.cost_class == "high":
-        cost = 20
-    elif complexity == "light" and spec.cost_class == "low":
-        cost = 15
-    free = view.gpu_free_mb if view.gpu_free_mb is not None else table.cfg.gpu.vram_total_mb
-    required = table.required_mb[name]
-    vram = min(25.0, (free - required) / 512) if free > required else (-60.0 if free < required else 0.0)
+    cost = 20 if (r.heavy and m.high_cost) else (15 if (r.light and m.low_cost) else 0)
+    headroom = r.free_mb - m.required_mb
+    vram = min(25.0, headroom / 512) if headroom > 0 else (-60.0 if headroom < 0 else 0.0)
     queue = -18 * state.waiting
-    running = -25 * state.running
-    exclusive = -80 * state.running if spec.exclusive else 0
-    total = 100 + route + spec.priority + purpose + tag + preferred + loaded + cost + vram + queue + running + exclusive
-    if not explain:
-        return total, ()
+    run = -25 * running
+    exclusive = -80 * running if m.exclusive else 0
+    total = 100 + route + m.priority + purpose + tag + preferred + loaded + cost + vram + queue + run + exclusive
+    if not r.explain:
+        return Candidate(m.name, total, blocked)
     parts = (
-        ("base", 100), ("routePosition", route), ("priority", spec.priority), ("purpose", purpose), ("tag", tag),
+        ("base", 100), ("routePosition", route), ("priority", m.priority), ("purpose", purpose), ("tag", tag),
         ("preferred", preferred), ("loaded", loaded), ("complexity", cost), ("vram", vram), ("queue", queue),
-        ("running", running), ("exclusive", exclusive),
+        ("running", run), ("exclusive", exclusive),
     )
-    return total, parts
+    return Candidate(m.name, total, blocked, parts)
 
 
 def score_text(value: float) -> str:
@@ -277,20 +300,26 @@ def decide(meta: RouterMeta, task_type: str, complexity: str, table: RoutingTabl
     names = candidate_names(meta, task_type, table, pinned)
     if not names:
         return Decision("reject", None, "No configured model can satisfy this request", 0.0, (), (), (), status=503)
-    explain = explain or meta.explain
-    preferred_index = table.preferred_index(meta)
+    preferred_index = table.preferred_index(meta) if meta.preferred_models else {}
+    vram_total = table.cfg.gpu.vram_total_mb
+    r = _Request(
+        task_type=task_type,
+        positions=table.route_positions(task_type),
+        preferred=preferred_index,
+        free_mb=view.gpu_free_mb if view.gpu_free_mb is not None else vram_total,
+        gpu_only=meta.require_gpu_only,
+        no_gpu=view.gpu_free_mb is None and vram_total <= 0,
+        heavy=complexity == "heavy",
+        light=complexity == "light",
+        explain=explain or meta.explain,
+    )
     available: list[Candidate] = []
     blocked: list[Candidate] = []
     states = view.models
+    facts = table.facts
     for name in names:
-        spec = table.models[name]
-        state = states.get(name, IDLE)
-        reason = block_reason(spec, state, meta, table, view)
-        value, parts = score(spec, state, task_type, complexity, table, view, preferred_index, explain)
-        if reason is None:
-            available.append(Candidate(name, value, None, parts))
-        else:
-            blocked.append(Candidate(name, value, reason, parts))
+        c = _evaluate(facts[name], states.get(name, IDLE), r)
+        (available if c.blocked is None else blocked).append(c)
     # Stable sort: ties keep candidate order (preferred, route, purpose).
     available.sort(key=lambda c: -c.score)
     if pinned is not None:
