@@ -7,13 +7,13 @@ stays inside its segment and can never reach another route. Every miss is the sa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
 from .errors import HttpError
 from .httpserver import Request, Response, StreamResponse
+from .jsonutil import parse_json
 
 HandlerFn = Callable[[Request, dict[str, str]], Awaitable["Response | StreamResponse"]]
 
@@ -107,11 +107,13 @@ async def read_json(req: Request, *, limit: int | None = None) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return parse_json(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise HttpError(400, "Request body is not valid UTF-8", code="invalid_json") from None
     except ValueError as e:
         raise HttpError(400, f"Malformed JSON in request body: {e}", code="invalid_json") from None
+    except RecursionError:
+        raise HttpError(400, "Request body JSON is nested too deeply", code="invalid_json") from None
 
 
 async def read_json_object(req: Request) -> dict:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .api import Route, read_json
 from .errors import HttpError
 from .httpserver import Request, Response, StreamResponse, json_response
-from .jsonutil import dumps
+from .jsonutil import completion_tokens, dumps
 from .relay import StreamStats, relay
 from .routing import normalize_meta
 from .scheduler import WaitTimeout
@@ -83,13 +83,12 @@ async def run_routed(app: "App", req: Request, routed: Routed, stream: bool) -> 
     req.log["model"] = ex.model
     if stream and ex.response.status < 400:
         return _stream(app, req, routed, ex, started)
-    result = await service.read_result(ex)
+    raw = await service.read_raw(ex)
     router = service.router_object(routed, ex)
-    out: dict[str, Any] = dict(result) if isinstance(result, dict) else {"result": result}
-    out["router"] = router
-    service.record(req.context["principal"].plane or "standalone", routed, ex.model, "sync", 200,
-                   time.perf_counter() - started, usage=out.get("usage"))
-    return json_response(200, out, router_headers(router))
+    tokens = completion_tokens(raw)
+    service.record(principal.plane or "standalone", routed, ex.model, "sync", 200, time.perf_counter() - started,
+                   usage={"completion_tokens": tokens} if tokens is not None else None)
+    return Response(200, service.with_router(raw, router), router_headers(router))
 
 
 def _stream(app: "App", req: Request, routed: Routed, ex: Exchange, started: float) -> StreamResponse:

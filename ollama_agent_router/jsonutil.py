@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -43,7 +44,13 @@ def parse_iso(text: str) -> float:
 
 
 def to_fixed1(x: float) -> str:
-    """JavaScript's x.toFixed(1): half away from zero on the exact binary value."""
+    """JavaScript's x.toFixed(1): half away from zero on the exact binary value.
+
+    Python's format rounds half to even on that same value, so the two differ only on exact ties
+    (x*10 ending in .5 exactly, like 270.25); only those take the slow exact path."""
+    tenfold = x * 10
+    if tenfold != int(tenfold) + 0.5 * (1 if tenfold > 0 else -1):
+        return f"{x:.1f}"
     return str(Decimal(x).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
 
@@ -52,3 +59,103 @@ def num(x: float) -> float | int:
     if isinstance(x, float) and x.is_integer():
         return int(x)
     return x
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_scan_value = json.JSONDecoder().scan_once  # the C scanner: (text, index) -> (value, end index)
+
+
+class JsonObject(dict):
+    """A request body object that remembers its source text and where each top-level member sits, so the
+    body can be forwarded with one member changed without re-serialising the rest (the messages, which
+    can be megabytes)."""
+
+    __slots__ = ("text", "members")
+
+    text: str
+    members: list[tuple[str, int, int]]  # (key, start, end) of each top-level member, in order
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads``, except that a top-level object comes back as a JsonObject with member spans."""
+    i = _WS.match(text).end()
+    if not text.startswith("{", i):
+        return json.loads(text)
+    try:
+        return _parse_members(text, i + 1)
+    except (ValueError, StopIteration, IndexError):
+        return json.loads(text)  # the same input again, for the standard error message
+
+
+def _parse_members(text: str, i: int) -> JsonObject:
+    out = JsonObject()
+    members: list[tuple[str, int, int]] = []
+    ws = _WS.match
+    i = ws(text, i).end()
+    if text[i] == "}":
+        i += 1
+    else:
+        while True:
+            start = i
+            if text[i] != '"':
+                raise ValueError("expected a member name")
+            key, i = _scan_value(text, i)
+            i = ws(text, i).end()
+            if text[i] != ":":
+                raise ValueError("expected ':'")
+            value, i = _scan_value(text, ws(text, i + 1).end())
+            out[key] = value
+            members.append((key, start, i))
+            i = ws(text, i).end()
+            if text[i] == ",":
+                i = ws(text, i + 1).end()
+            elif text[i] == "}":
+                i += 1
+                break
+            else:
+                raise ValueError("expected ',' or '}'")
+    if ws(text, i).end() != len(text):
+        raise ValueError("extra data")
+    out.text = text
+    out.members = members
+    return out
+
+
+def splice_members(obj: JsonObject, set_first: dict[str, Any], drop: frozenset[str]) -> bytes:
+    """The object's source with members named in ``drop`` removed and those in ``set_first`` set (in
+    place of their first occurrence, or appended). Other members keep their exact source text."""
+    text = obj.text
+    parts: list[str] = []
+    done: set[str] = set()
+    for key, start, end in obj.members:
+        if key in set_first:
+            if key not in done:
+                done.add(key)
+                parts.append(json.dumps(key) + ":" + json.dumps(set_first[key]))
+        elif key not in drop:
+            parts.append(text[start:end])
+    for key, value in set_first.items():
+        if key not in done:
+            parts.append(json.dumps(key) + ":" + json.dumps(value))
+    return ("{" + ",".join(parts) + "}").encode("utf-8")
+
+
+def add_member(raw: bytes, key: str, value: Any) -> bytes | None:
+    """``raw`` (a JSON object from upstream) with one more top-level member, without parsing it.
+
+    None when ``raw`` is not an object or might already hold ``key``: the caller then parses."""
+    body = raw.strip()
+    if not (body.startswith(b"{") and body.endswith(b"}")) or b'"' + key.encode() + b'"' in body:
+        return None
+    head = body[:-1].rstrip()
+    sep = b"" if head.endswith(b"{") else b","
+    return head + sep + dumps(key) + b":" + dumps(value) + b"}"
+
+
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+
+
+def completion_tokens(raw: bytes) -> int | None:
+    """The usage figure a tokens-per-second metric needs, read without parsing the reply."""
+    m = _COMPLETION_TOKENS.search(raw)
+    return int(m.group(1)) if m else None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .classifier import Classification, ClassifierSettings, classify
 from .errors import HttpError
-from .jsonutil import dumps
+from .jsonutil import JsonObject, add_member, dumps, splice_members
 from .relay import StreamStats
 from .routing import Decision, RouterMeta, RuntimeView, decide
 from .scheduler import Slot
@@ -99,16 +99,22 @@ def validate_chat_body(body: Any) -> dict:
     return body
 
 
+_NOT_FORWARDED = frozenset({"router"})
+
+
 def forward_body(body: dict, model: str, *, default_stream: bool | None = False) -> bytes:
     """The client body for Ollama: ``model`` replaced, ``router`` removed, everything else kept as sent.
 
     An absent ``stream`` becomes ``default_stream``; None leaves it absent (native APIs stream by default,
     embedding APIs have no such field).
     """
-    out = {k: v for k, v in body.items() if k != "router"}
-    out["model"] = model
-    if default_stream is not None and "stream" not in out:
-        out["stream"] = default_stream
+    changes: dict[str, Any] = {"model": model}
+    if default_stream is not None and "stream" not in body:
+        changes["stream"] = default_stream
+    if isinstance(body, JsonObject):
+        return splice_members(body, changes, _NOT_FORWARDED)
+    out = {k: v for k, v in body.items() if k not in _NOT_FORWARDED}
+    out.update(changes)
     return dumps(out)
 
 
@@ -249,8 +255,8 @@ class Service:
             timer.cancel()
         self._cooldown_timers.clear()
 
-    async def read_result(self, ex: Exchange) -> Any:
-        """Read a whole upstream reply; an upstream error status becomes the matching HttpError."""
+    async def read_raw(self, ex: Exchange) -> bytes:
+        """Read a whole upstream reply as bytes; an upstream error status becomes the matching HttpError."""
         try:
             data = await ex.response.read()
         except UpstreamError as e:
@@ -258,13 +264,28 @@ class Service:
             raise e.to_http(self.cfg.ollama.base_url) from None
         finally:
             ex.finish()
-        payload = json_or_raw(data)
         if ex.response.status >= 400:
-            err = upstream_http_error(ex.response.status, payload)
+            err = upstream_http_error(ex.response.status, json_or_raw(data))
             if len(ex.attempts) > 1:
                 err.extra = {**(err.extra or {}), "attempts": [a.to_json() for a in ex.attempts]}
             raise err
-        return payload
+        return data
+
+    async def read_result(self, ex: Exchange) -> Any:
+        """Read and decode a whole upstream reply (a non-JSON one becomes ``{"raw": ...}``)."""
+        return json_or_raw(await self.read_raw(ex))
+
+    @staticmethod
+    def with_router(raw: bytes, router: dict) -> bytes:
+        """The upstream reply with the ``router`` object added at the top level (the original's shape:
+        a non-object reply becomes ``{"result": ...}``). Spliced in when the reply is an object."""
+        spliced = add_member(raw, "router", router)
+        if spliced is not None:
+            return spliced
+        result = json_or_raw(raw)
+        out = dict(result) if isinstance(result, dict) else {"result": result}
+        out["router"] = router
+        return dumps(out)
 
     def router_object(self, routed: Routed, ex: Exchange | None, mode: str = "sync") -> dict:
         d = routed.decision
