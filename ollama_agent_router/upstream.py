@@ -70,12 +70,20 @@ class UpstreamResponse:
         self._keep_alive = "close" not in headers.get("connection", "").lower()
 
     async def read(self) -> bytes:
+        conn = self._conn
+        if conn is not None and self._length is not None and not self._chunked:
+            # The common case (a JSON reply with Content-Length): one read, no generator.
+            ok = False
+            try:
+                data = await conn.reader.readexactly(self._length)
+                ok = True
+                return data
+            except _READ_ERRORS as e:
+                raise _read_error(e) from None
+            finally:
+                self._release(ok)
         parts = [piece async for piece in self.chunks()]
         return b"".join(parts)
-
-    async def json(self) -> Any:
-        data = await self.read()
-        return json.loads(data) if data.strip() else {}
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives: one item per upstream chunk (chunked) or per socket read."""
@@ -111,10 +119,8 @@ class UpstreamResponse:
                         break
                     yield data
             ok = True
-        except _Timeout:
-            raise UpstreamError("timeout", "the reply took longer than the request timeout") from None
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError) as e:
-            raise UpstreamError("closed", f"the reply was cut off ({type(e).__name__})") from None
+        except _READ_ERRORS as e:
+            raise _read_error(e) from None
         finally:
             self._release(ok)
 
@@ -246,6 +252,15 @@ class OllamaClient:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.writer.close()
+
+
+_READ_ERRORS = (_Timeout, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError)
+
+
+def _read_error(e: Exception) -> UpstreamError:
+    if isinstance(e, _Timeout):
+        return UpstreamError("timeout", "the reply took longer than the request timeout")
+    return UpstreamError("closed", f"the reply was cut off ({type(e).__name__})")
 
 
 def _poison(reader: asyncio.StreamReader, which: str) -> None:
