@@ -164,7 +164,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.1f}".rstrip("0").rstrip(".")
+        return str(round(value, 3)).removesuffix(".0")
     if isinstance(value, list):
         return ", ".join(_cell(v) for v in value) or "-"
     if isinstance(value, dict):
@@ -317,16 +317,18 @@ def render_route(data: Any, _: str | None = None) -> str:
 
 
 def _records_table(records: list[dict]) -> str:
-    columns: dict[tuple[str, ...], None] = {}
+    found: dict[tuple[str, ...], None] = {}
     for record in records:
         for key, value in record.items():
             if isinstance(value, dict):
-                columns.update({(key, sub): None for sub in value})
+                found.update({(key, sub): None for sub in value})
             else:
-                columns[(key,)] = None
-    headers = [path[-1] for path in columns]
-    rows = [[_at(record, path) for path in columns] for record in records]
-    return table(headers, rows)
+                found[(key,)] = None
+    # A nested part (a score component) that is 0 in every row explains nothing.
+    columns = [c for c in found if len(c) == 1 or any(_at(r, c) not in (0, None) for r in records)]
+    plain = {c[0] for c in columns if len(c) == 1}
+    headers = [".".join(c) if len(c) > 1 and c[-1] in plain else c[-1] for c in columns]
+    return table(headers, [[_at(record, c) for c in columns] for record in records])
 
 
 def _at(record: dict, path: tuple[str, ...]) -> Any:

@@ -404,15 +404,20 @@ def test_route_command(stack):
 def test_route_rendering_shows_whatever_the_router_sends():
     text = render_route({
         "taskType": "code_generate", "complexity": "medium", "signals": ["code"], "mode": "sync",
-        "candidates": [{"model": QWEN, "score": 281.5, "components": {"routePosition": 50, "priority": 70}},
-                       {"model": VIBE, "score": 200, "components": {"routePosition": 0, "priority": 50}}],
+        "candidates": [
+            {"model": QWEN, "score": 281.5, "components": {"routePosition": 50, "priority": 70, "tag": 0, "loaded": 20},
+             "loaded": True},
+            {"model": VIBE, "score": 200.125, "components": {"routePosition": 0, "priority": 50, "tag": 0, "loaded": 0},
+             "loaded": False}],
         "blocked": [{"model": "gpt-oss:20b", "reason": "busy"}],
     })
     lines = text.splitlines()
     assert lines[:4] == ["taskType: code_generate", "complexity: medium", "signals: code", "mode: sync"]
     assert lines[5] == "candidates:"
-    assert lines[6].split() == ["model", "score", "routePosition", "priority"]
-    assert lines[7].split() == [QWEN, "281.5", "50", "70"]
+    # All-zero parts are left out; a part named like a field is qualified.
+    assert lines[6].split() == ["model", "score", "routePosition", "priority", "components.loaded", "loaded"]
+    assert lines[7].split() == [QWEN, "281.5", "50", "70", "20", "yes"]
+    assert lines[8].split() == [VIBE, "200.125", "0", "50", "0", "no"]
     assert lines[-1].split() == ["gpt-oss:20b", "busy"]
 
 
