@@ -236,8 +236,8 @@ def _probe_ollama(host: Host, base_url: str) -> tuple[bool, tuple[OllamaModel, .
             show_works = isinstance(show, dict)
         models.append(_model(entry, show if isinstance(show, dict) else {}))
     ps = _json_or_none(host, "GET", f"{api}/ps")
-    loaded = tuple(m["name"] for m in (ps or {}).get("models") or []
-                   if isinstance(m, dict) and isinstance(m.get("name"), str)) if isinstance(ps, dict) else ()
+    running = ps.get("models") if isinstance(ps, dict) else None
+    loaded = tuple(m["name"] for m in running or [] if isinstance(m, dict) and isinstance(m.get("name"), str))
     return True, tuple(models), loaded
 
 

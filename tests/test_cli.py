@@ -62,16 +62,16 @@ def run_cli(*args: str, cwd: str | Path | None = None, env: dict[str, str] | Non
 
 
 class Served:
-    """A ``serve`` process, its port read from its ``listening`` log line."""
+    """A ``serve`` (or ``simulate``) process, its port read from its ``listening`` log line."""
 
     def __init__(self, argv: list[str], *, cwd: str | Path | None = None, env: dict[str, str] | None = None,
-                 timeout: float = 30) -> None:
+                 timeout: float = 30, event: str = "listening") -> None:
         self.proc = subprocess.Popen(argv, cwd=cwd, env=env or cli_env(), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, bufsize=0)
         self.output = b""
-        self.port = self._wait_listening(timeout)
+        self.port = self._wait_listening(timeout, event)
 
-    def _wait_listening(self, timeout: float) -> int:
+    def _wait_listening(self, timeout: float, event: str) -> int:
         # Raw reads: a buffered readline could hold the line we wait for while select() sees an empty pipe.
         fd = self.proc.stderr.fileno()
         deadline = time.monotonic() + timeout
@@ -83,8 +83,9 @@ class Served:
                     break
                 self.output += chunk
                 for line in self.output.decode("utf-8", "replace").splitlines():
-                    if '"event":"listening"' in line:
-                        return json.loads(line)["port"]
+                    if f'"event":"{event}"' in line:
+                        entry = json.loads(line)
+                        return entry["port"] if "port" in entry else int(entry["url"].rsplit(":", 1)[1])
         self.proc.kill()
         self.proc.wait()
         raise AssertionError("serve did not start:\n" + self.output.decode("utf-8", "replace"))
@@ -130,6 +131,15 @@ def test_version_from_every_entry_point():
     done = subprocess.run([sys.executable, "-c", code, "--version"], env=cli_env(), capture_output=True, text=True,
                           check=False)
     assert (done.returncode, done.stdout) == (0, f"{__version__}\n")
+
+
+def test_client_path_stays_light():
+    """What ``oar status`` imports: no server, no asyncio, no YAML, no sqlite, no pynvml (bench/startup_bench.py
+    measures the time)."""
+    heavy = ("asyncio", "yaml", "sqlite3", "pynvml", "ollama_agent_router.config", "ollama_agent_router.httpserver")
+    code = f"import sys, ollama_agent_router.cli, ollama_agent_router.client; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=True)
+    assert done.stdout == "[]\n"
 
 
 @pytest.mark.parametrize("script", ["ollama-agent-router", "oar"])
@@ -443,3 +453,20 @@ def test_gen_key_and_hash_key():
 def test_hash_key_refuses_short_keys():
     done = run_cli("hash-key", "short")
     assert done.returncode == 1 and done.stdout == "" and "at least 16" in done.stderr
+
+
+def test_simulate_command(tmp_path):
+    served = Served([sys.executable, "-m", "ollama_agent_router", "simulate", "--port", "0"], cwd=tmp_path,
+                    event="simulator_listening")
+    try:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+        conn.request("GET", "/api/tags")
+        response = conn.getresponse()
+        assert response.status == 200 and len(json.loads(response.read())["models"]) == 4
+        conn.close()
+    finally:
+        assert served.stop() == 0
+    done = run_cli("simulate", "--host", "203.0.113.1", "--port", "1", cwd=tmp_path)  # not this host's address
+    assert done.returncode == 1 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
