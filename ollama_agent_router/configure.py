@@ -483,12 +483,12 @@ class NewKey:
 
 def new_keys(specs: list[tuple[str, str, tuple[str, ...]]]) -> list[NewKey]:
     """(id, name, scopes) -> fresh keys with their config entries."""
-    from .access.keys import generate_key, hash_key
+    from .access.keys import generate_key
 
     out = []
     for key_id, name, scopes in specs:
-        key = generate_key()
-        entry = {"id": key_id, "name": name, "keyHash": hash_key(key), "enabled": True, "scopes": list(scopes)}
+        key, key_hash = generate_key()
+        entry = {"id": key_id, "name": name, "keyHash": key_hash, "enabled": True, "scopes": list(scopes)}
         out.append(NewKey(key_id, scopes, key, entry))
     return out
 

@@ -6,7 +6,6 @@ Client commands talk to a live router (the ``stack`` fixture) over loopback HTTP
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import selectors
@@ -107,17 +106,6 @@ def post_json(port: int, path: str, body: dict) -> tuple[int, dict]:
     data = json.loads(response.read())
     conn.close()
     return response.status, data
-
-
-def keys_module_available() -> bool:
-    try:
-        return importlib.util.find_spec("ollama_agent_router.access.keys") is not None
-    except ImportError:  # ``access`` is still a module, not a package
-        return False
-
-
-needs_keys = pytest.mark.skipif(not keys_module_available(),
-                                reason="ollama_agent_router.access.keys (access issue) is not merged yet")
 
 
 # --- Program, version, usage ----------------------------------------------------------------------------
@@ -305,12 +293,7 @@ def wait_until_finished(stack, job_id: str) -> str:
         status = stack.request("GET", f"/v1/jobs/{job_id}").json()["status"]
         return status if status not in ("queued", "running") else None
 
-    try:
-        return wait_for(finished, 10)
-    except AssertionError:
-        if stack.request("GET", f"/v1/jobs/{job_id}").json()["status"] == "queued":
-            pytest.skip("async jobs never start on this tree (the jobs issue is not merged)")
-        raise
+    return wait_for(finished, 20)
 
 
 def test_job_commands(stack):
@@ -379,8 +362,6 @@ def test_client_commands_on_a_secured_router(stack_factory):
         assert done.returncode == 0, done.stderr
     assert not any(KEY in line for line in stack.log_lines)
     anonymous = client(stack, "status")
-    if anonymous.returncode == 0:
-        pytest.skip("access enforcement not merged: an anonymous request succeeded on a key-required plane")
     assert anonymous.returncode == 1 and json.loads(anonymous.stderr)["error"]["message"] == "API key required"
     wrong = client(stack, "--api-key", "wrong-key-0123456789", "status")
     assert wrong.returncode == 1 and json.loads(wrong.stderr)["error"]["message"] == "Invalid API key"
@@ -403,8 +384,6 @@ def test_https_router(stack_factory, tmp_path):
 
 def test_route_command(stack):
     done = client(stack, "route", "Write a Python function", "--task-type", "code_generate")
-    if done.returncode == 1 and '"Not found"' in done.stderr:
-        pytest.skip("POST /v1/router/route (explain issue) is not merged yet")
     assert done.returncode == 0, done.stderr
     assert "code_generate" in done.stdout
     done = client(stack, "--json", "route", "Hello there")
@@ -434,7 +413,6 @@ def test_route_rendering_shows_whatever_the_router_sends():
 # --- API keys -----------------------------------------------------------------------------------------
 
 
-@needs_keys
 def test_gen_key_and_hash_key():
     done = run_cli("gen-key")
     assert done.returncode == 0 and "shown only now" in done.stderr
@@ -449,7 +427,6 @@ def test_gen_key_and_hash_key():
     assert set(generated) == {"key", "keyHash"}
 
 
-@needs_keys
 def test_hash_key_refuses_short_keys():
     done = run_cli("hash-key", "short")
     assert done.returncode == 1 and done.stdout == "" and "at least 16" in done.stderr

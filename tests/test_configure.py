@@ -3,16 +3,15 @@ and end to end against the simulator on a custom OLLAMA_HOST."""
 
 from __future__ import annotations
 
-import hashlib
 import sys
-import types
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import QWEN, VIBE, chat_body
-from test_cli import Served, cli_env, keys_module_available, post_json, run_cli
+from test_cli import Served, cli_env, post_json, run_cli
 
+from ollama_agent_router.access.keys import hash_key
 from ollama_agent_router.config import ConfigError, load_yaml, parse_config
 from ollama_agent_router.configure import (
     NO_MODELS,
@@ -375,17 +374,6 @@ class Script:
         return self.answers.pop(0)
 
 
-@pytest.fixture
-def fake_keys(monkeypatch):
-    """Stand-in for ollama_agent_router.access.keys, the access issue's key helpers."""
-    module = types.ModuleType("ollama_agent_router.access.keys")
-    counter = iter(range(100))
-    module.generate_key = lambda: f"onr-test-key-{next(counter):04d}-0123456789abcdef"
-    module.hash_key = lambda key, scheme="sha256": "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    return module
-
-
 def test_overwrite_check_comes_before_any_question(tmp_path):
     out = tmp_path / "c.yaml"
     out.write_text("keep")
@@ -395,7 +383,12 @@ def test_overwrite_check_comes_before_any_question(tmp_path):
     assert script.questions == [] and out.read_text() == "keep"
 
 
-def test_interactive_corrections_and_keys(tmp_path, capsys, fake_keys):
+def printed_keys(out: str) -> list[str]:
+    return [line.strip() for line in out.split("shown only this once; the config holds its hash:\n")[1:]
+            for line in line.splitlines()[:1]]
+
+
+def test_interactive_corrections_and_keys(tmp_path, capsys):
     out = tmp_path / "deep" / "c.yaml"
     script = Script("n", "", "0.0.0.0", "99999", "8080", "/r/", "1000", "", "y", "")
     assert configure(Options(output=str(out)), prompter=Prompter(script), detector=detection) == 0
@@ -411,11 +404,11 @@ def test_interactive_corrections_and_keys(tmp_path, capsys, fake_keys):
     config = parse_config(load_yaml(text), source=str(out), text=text)
     assert (config.server.host, config.server.port, config.server.base_path) == ("0.0.0.0", 8080, "/r")
     assert config.gpu.vram_total_mb == 1000 and config.access.managed.planes["standalone"].auth.require_api_key
-    key = "onr-test-key-0000-0123456789abcdef"
     printed = capsys.readouterr().out
-    assert printed.count(key) == 1 and key not in text
+    keys = printed_keys(printed)
+    assert len(keys) == 2 and all(printed.count(key) == 1 and key not in text for key in keys)
     assert [k.id for k in config.access.managed.api_keys] == ["local-client", "gateway"]
-    assert config.access.managed.api_keys[0].key_hash == fake_keys.hash_key(key)
+    assert [k.key_hash for k in config.access.managed.api_keys] == [hash_key(key) for key in keys]
     assert "a port is a number from 1 to 65535" in printed and f"Wrote {out}" in printed
 
 
@@ -524,13 +517,12 @@ def test_interactive_over_a_pipe(tmp_path):
     assert (done.returncode, done.stderr) == (1, "Refusing to overwrite existing config: c.yaml\n")
 
 
-@pytest.mark.skipif(not keys_module_available(), reason="ollama_agent_router.access.keys (access issue) is not merged yet")
 def test_secure_configuration_serves_with_its_key(tmp_path):
     (tmp_path / "answers.yaml").write_text(ANSWERS)
     done = run_cli("configure", "-y", "--secure", "--answers", "answers.yaml", "-o", "c.yaml", cwd=tmp_path,
                    env=cli_env(OLLAMA_HOST="127.0.0.1:9"))
     assert done.returncode == 0, done.stderr
-    key = done.stdout.split("shown only this once; the config holds its hash:\n  ", 1)[1].split("\n", 1)[0]
+    [key] = printed_keys(done.stdout)
     assert key not in (tmp_path / "c.yaml").read_text()
     served = Served([sys.executable, "-m", "ollama_agent_router", "serve", "--simulate", "-c", "c.yaml", "--port", "0"],
                     cwd=tmp_path)
