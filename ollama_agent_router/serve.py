@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import signal
-import sys
 from importlib import resources
 from typing import Callable
 
@@ -96,10 +96,22 @@ def serve(config: str | None, *, simulate: bool, host: str | None, port: int | N
     return asyncio.run(_serve(cfg, Logger(log_level), simulate, host, port))
 
 
-def simulate(config: str | None, host: str, port: int, log_level: str) -> int:
+async def _simulate(cfg: Config, host: str, port: int, log: Logger) -> int:
     from .simulator import run_simulator
 
-    cfg = _config_for_simulation(config)
-    print(f"Simulated Ollama listening on http://{host}:{port}", file=sys.stdout, flush=True)
-    asyncio.run(run_simulator(cfg, host, port, Logger(log_level)))
+    # run_simulator logs the bound URL (port 0 picks a free one) and serves until cancelled.
+    running = asyncio.ensure_future(run_simulator(cfg, host, port, log))
+    stop = asyncio.ensure_future(_wait_for_signal(lambda: None))  # nothing to reload: SIGHUP is ignored
+    done, _ = await asyncio.wait((running, stop), return_when=asyncio.FIRST_COMPLETED)
+    if running in done:
+        stop.cancel()
+        running.result()  # it ends by itself only on an error, such as an address in use
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
     return 0
+
+
+def simulate(config: str | None, host: str, port: int, log_level: str) -> int:
+    """SIGINT or SIGTERM stop it and exit 0, like ``serve``."""
+    return asyncio.run(_simulate(_config_for_simulation(config), host, port, Logger(log_level)))
