@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", parents=[config_opt], help="run only the embedded Ollama simulator")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=11434)
+    sim.add_argument("--fast", action="store_true",
+                     help="zero-delay replies and no scheduling, for measuring a router's overhead")
 
     init = sub.add_parser("init", help="write a starter config")
     init.add_argument("-o", "--output", default="./ollama-agent-router.yaml", help="where to write it")
@@ -169,7 +171,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if command == "simulate":
         from .serve import simulate
 
-        return simulate(args.config, args.host, args.port, args.log_level or "info")
+        return simulate(args.config, args.host, args.port, args.log_level or "info", fast=args.fast)
     if command in ("init", "configure"):
         return _configure(args)
     if command == "validate-config":

@@ -96,11 +96,16 @@ def serve(config: str | None, *, simulate: bool, host: str | None, port: int | N
     return asyncio.run(_serve(cfg, Logger(log_level), simulate, host, port))
 
 
-async def _simulate(cfg: Config, host: str, port: int, log: Logger) -> int:
-    from .simulator import run_simulator
+async def _simulate(cfg: Config, host: str, port: int, log: Logger, fast: bool) -> int:
+    # Both simulators log the bound URL (port 0 picks a free one) and serve until cancelled.
+    if fast:
+        from .simulator_fast import run_fast_simulator
 
-    # run_simulator logs the bound URL (port 0 picks a free one) and serves until cancelled.
-    running = asyncio.ensure_future(run_simulator(cfg, host, port, log))
+        running = asyncio.ensure_future(run_fast_simulator([m.name for m in cfg.models], host, port, log))
+    else:
+        from .simulator import run_simulator
+
+        running = asyncio.ensure_future(run_simulator(cfg, host, port, log))
     stop = asyncio.ensure_future(_wait_for_signal(lambda: None))  # nothing to reload: SIGHUP is ignored
     done, _ = await asyncio.wait((running, stop), return_when=asyncio.FIRST_COMPLETED)
     if running in done:
@@ -112,6 +117,6 @@ async def _simulate(cfg: Config, host: str, port: int, log: Logger) -> int:
     return 0
 
 
-def simulate(config: str | None, host: str, port: int, log_level: str) -> int:
+def simulate(config: str | None, host: str, port: int, log_level: str, *, fast: bool = False) -> int:
     """SIGINT or SIGTERM stop it and exit 0, like ``serve``."""
-    return asyncio.run(_simulate(_config_for_simulation(config), host, port, Logger(log_level)))
+    return asyncio.run(_simulate(_config_for_simulation(config), host, port, Logger(log_level), fast))

@@ -15,6 +15,7 @@ import time
 
 from .http11 import ProtocolError, find_head_end, parse_head
 from .jsonutil import dumps
+from .log import Logger
 
 _TEXT_404 = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 18\r\n\r\n404 page not found"
 
@@ -125,3 +126,14 @@ class _FastConnection(asyncio.Protocol):
                 self.transport.write(self.sim.chat(body))
             else:
                 self.transport.write(self.sim._static.get(path, _TEXT_404) if head.method == "GET" else _TEXT_404)
+
+
+async def run_fast_simulator(model_names: list[str], host: str, port: int, log: Logger) -> None:
+    """Serve until cancelled (``ollama-agent-router simulate --fast``)."""
+    sim = FastSimulator(model_names)
+    await sim.start(host, port)
+    log.info("simulator_listening", url=sim.url, models=model_names, fast=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()
