@@ -20,13 +20,12 @@ import base64
 import functools
 import json
 import secrets
-import sqlite3
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from .errors import HttpError, error_payload
-from .jobstore import ACTIVE, STATUSES, Job, open_store
+from .jobstore import ACTIVE, STATUSES, Job, StoreError, open_store
 from .jsonutil import dumps
 from .scheduler import Slot, priority_name
 from .service import forward_body
@@ -139,7 +138,7 @@ class JobManager:
         )
         try:
             self.store.insert(job)
-        except sqlite3.Error as e:
+        except StoreError as e:
             self.app.log.error("job_store_failed", error=f"{type(e).__name__}: {e}")
             raise HttpError(503, "The job store cannot accept jobs right now", code="job_store_unavailable",
                             headers=[("Retry-After", "5")]) from None

@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
 
 from .jsonutil import iso_ms
 from .scheduler import Ticket
@@ -73,6 +72,9 @@ class Job:
 
 _COLUMNS = ("id", "status", "task_type", "selected_model", "candidates", "path", "request_json", "priority",
             "created_at", "owner", "result_json", "error_json", "attempts", "started_at", "finished_at")
+if TYPE_CHECKING:
+    import sqlite3
+
 _SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, task_type TEXT NOT NULL, selected_model TEXT NOT NULL,
     candidates TEXT NOT NULL, path TEXT NOT NULL, request_json TEXT NOT NULL, priority INTEGER NOT NULL,
@@ -128,8 +130,15 @@ class MemoryStore:
         pass
 
 
+class StoreError(Exception):
+    """The job store could not write (disk full, locked, corrupt)."""
+
+
 class SqliteStore:
     def __init__(self, path: str, on_error: Callable[[str], None] = lambda message: None) -> None:
+        import sqlite3  # only deployments with jobs.store: sqlite pay for the module
+
+        self._errors = sqlite3.Error
         self.on_error = on_error
         directory = os.path.dirname(path)
         if directory:
@@ -147,7 +156,10 @@ class SqliteStore:
 
     def insert(self, job: Job) -> None:
         self._dirty.pop(job.id, None)
-        self.db.execute(_UPSERT, _row(job))
+        try:
+            self.db.execute(_UPSERT, _row(job))
+        except self._errors as e:
+            raise StoreError(f"{type(e).__name__}: {e}") from None
 
     def save(self, job: Job) -> None:
         self._dirty[job.id] = job
@@ -164,7 +176,7 @@ class SqliteStore:
         try:
             with self._transaction():
                 self.db.executemany(_UPSERT, rows)
-        except sqlite3.Error as e:
+        except self._errors as e:
             # The jobs stay correct in memory; only their restart copy is stale.
             self.on_error(f"{type(e).__name__}: {e}")
 
@@ -177,7 +189,7 @@ class SqliteStore:
                 for i in range(0, len(ids), _DELETE_CHUNK):
                     chunk = ids[i : i + _DELETE_CHUNK]
                     self.db.execute(f"DELETE FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
-        except sqlite3.Error as e:
+        except self._errors as e:
             self.on_error(f"{type(e).__name__}: {e}")
 
     def _transaction(self) -> "_Transaction":
@@ -189,7 +201,7 @@ class SqliteStore:
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: "sqlite3.Connection") -> None:
         self.db = db
 
     def __enter__(self) -> None:
