@@ -263,6 +263,33 @@ def decision_us(n_models: int, reps: int = 2000) -> float:
     return statistics.median(times) * 1e6
 
 
+def queue_us(depth: int, probes: int = 2000) -> tuple[float, float]:
+    """Per-operation cost of enqueueing and of dispatching one async job when ``depth`` are already queued."""
+    import yaml
+
+    from ollama_agent_router.config import parse_config
+    from ollama_agent_router.scheduler import Scheduler
+
+    raw = yaml.safe_load(config_text(1, 2, False))
+    raw["queue"]["globalMaxQueued"] = depth * 2 + probes
+    sched = Scheduler(parse_config(raw))
+    started: list = []
+    hold = sched.try_acquire("bench:7b")
+    for i in range(depth):
+        sched.enqueue("bench:7b", ("low", "normal", "high")[i % 3], None, on_start=started.append)
+    t = time.perf_counter()
+    for i in range(probes):
+        sched.enqueue("bench:7b", ("low", "normal", "high")[i % 3], None, on_start=started.append)
+    enqueue = (time.perf_counter() - t) / probes
+    assert hold is not None
+    hold.release()  # the first queued job starts; each release below starts the next one
+    t = time.perf_counter()
+    for _ in range(probes):
+        started.pop().release()
+    dequeue = (time.perf_counter() - t) / probes
+    return enqueue * 1e6, dequeue * 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=3000)
@@ -335,6 +362,9 @@ def main() -> None:
     ]
     for n in (10, 100, 1000):
         rows.append((f"decision (classify+score) {n} models, median µs", "", f"{decision_us(n, 2000 if n < 1000 else 300):.1f}", ""))
+    for depth in (1_000, 10_000, 100_000):
+        enq, deq = queue_us(depth)
+        rows.append((f"async job enqueue / dispatch at {depth:,} queued, µs", "", f"{enq:.2f} / {deq:.2f}", ""))
     print(f"\nrouter overhead — {'secured (key + rate limit)' if args.secured else 'open'} config, "
           f"python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
     print(f"| {'measure':<42} | {'direct':>10} | {'router':>14} | {'added / ratio':>13} |")
