@@ -35,8 +35,9 @@ class ClassifierSettings:
     default_task_type: str = "unknown"
 
 
-@dataclass(frozen=True)
-class Classification:
+class Classification(NamedTuple):
+    """A tuple, not a frozen dataclass: one is built per request, and a frozen dataclass pays a setattr per field."""
+
     task_type: str
     complexity: str  # light | medium | heavy
     confidence: float  # 0..1
