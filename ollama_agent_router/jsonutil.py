@@ -76,10 +76,13 @@ class JsonObject(dict):
     members: list[tuple[str, int, int]]  # (key, start, end) of each top-level member, in order
 
 
+_SPLICE_MIN = 8 * 1024  # below this, parsing and re-serialising a body is cheaper than tracking its members
+
+
 def parse_json(text: str) -> Any:
-    """``json.loads``, except that a top-level object comes back as a JsonObject with member spans."""
+    """``json.loads``, except that a large top-level object comes back as a JsonObject with member spans."""
     i = _WS.match(text).end()
-    if not text.startswith("{", i):
+    if len(text) < _SPLICE_MIN or not text.startswith("{", i):
         return json.loads(text)
     try:
         return _parse_members(text, i + 1)
