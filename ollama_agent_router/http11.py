@@ -159,7 +159,11 @@ def _field_problem(lines: list[bytes]) -> str:
 
 
 class ChunkedDecoder:
-    """Incremental decoder of a chunked body, capped at ``limit`` decoded bytes."""
+    """Incremental decoder of a chunked body, capped at ``limit`` decoded bytes.
+
+    Decoded bytes accumulate in ``body``; a consumer that streams them (the upstream client) empties it
+    as it goes, and the limit still counts everything decoded.
+    """
 
     _MAX_LINE = 4096  # a chunk-size line with extensions, or one trailer line
     _MAX_TRAILERS = 16 * 1024
@@ -167,6 +171,7 @@ class ChunkedDecoder:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.body = bytearray()
+        self.decoded = 0
         self.done = False
         self._buf = bytearray()
         self._need = 0  # bytes of chunk data still to come
@@ -222,7 +227,8 @@ class ChunkedDecoder:
         if not _HEX.match(size_b) or b"\r" in line or b"\n" in line or b"\x00" in line:
             raise ProtocolError(400, "Malformed chunk size")
         size = int(size_b, 16)
-        if len(self.body) + size > self.limit:
+        self.decoded += size
+        if self.decoded > self.limit:
             raise ProtocolError(413, "Request body too large", "body_too_large")
         if size == 0:
             self._state = "trailer"

@@ -75,7 +75,8 @@ async def relay(resp: UpstreamResponse, stats: StreamStats, clock: Callable[[], 
             async for chunk in resp.chunks():
                 if stats.first_byte_at is None:
                     stats.first_byte_at = clock()
-                stats.chunks += 1
+                # Events, not reads: bytes that arrived together come as one piece.
+                stats.chunks += chunk.count(b"\n") if native else chunk.count(b"data: ")
                 window = tail + chunk
                 if native:
                     if _ndjson_done(window):

@@ -1,6 +1,6 @@
-"""The Ollama client: a keep-alive connection pool over asyncio streams, with deadlines.
+"""The Ollama client: a keep-alive pool of asyncio Protocol connections, with deadlines.
 
-Deadlines are timers that poison the connection's StreamReader (``set_exception``) rather than
+Deadlines are timers that fail the connection (waking its reader with the error) rather than
 ``wait_for`` wrappers around every read: one timer per exchange, nothing per chunk.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from dataclasses import dataclass
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
 from .errors import HttpError
+from .http11 import ChunkedDecoder, ProtocolError
 from .jsonutil import dumps
 
 
@@ -43,13 +43,90 @@ class _Timeout(Exception):
     pass
 
 
-@dataclass(slots=True)
-class _Conn:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+_HIGH_WATER = 256 * 1024  # unread reply bytes at which the connection stops reading (a slow client downstream)
+_MAX_HEAD = 64 * 1024
+
+
+class _Conn(asyncio.Protocol):
+    """One pooled connection to Ollama. Received bytes collect in ``buf``; a reader waits on ``wait``.
+
+    A deadline or a lost connection is recorded in ``error`` and wakes the reader, so a timer per exchange
+    (not a ``wait_for`` per read) bounds the whole reply."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.error: Exception | None = None
+        self.eof = False
+        self._waiter: asyncio.Future | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        if exc is not None and self.error is None:
+            self.error = ConnectionResetError(str(exc))
+        self._wake()
+
+    def fail(self, exc: Exception) -> None:
+        if self.error is None:
+            self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Wait for more bytes; raise the recorded error, or IncompleteReadError at the end of the stream."""
+        if self.error is not None:
+            raise self.error
+        if self.eof:
+            raise asyncio.IncompleteReadError(b"", None)
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+        if self.error is not None:
+            raise self.error
+
+    def take(self, n: int | None = None) -> bytes:
+        """Remove and return the first ``n`` buffered bytes (all when None)."""
+        buf = self.buf
+        if n is None or n >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:n])
+            del buf[:n]
+        if self._paused and len(buf) < _HIGH_WATER // 2 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
 
     def usable(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof() and self.reader.exception() is None
+        return (self.error is None and not self.eof and not self.buf and self.transport is not None
+                and not self.transport.is_closing())
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 class UpstreamResponse:
@@ -63,61 +140,55 @@ class UpstreamResponse:
         self.status = status
         self.headers = headers
         self._timer = timer
-        te = headers.get("transfer-encoding", "").lower()
-        self._chunked = "chunked" in te
+        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         cl = headers.get("content-length")
         self._length = int(cl) if cl is not None and cl.isdigit() else None
         self._keep_alive = "close" not in headers.get("connection", "").lower()
 
     async def read(self) -> bytes:
-        conn = self._conn
-        if conn is not None and self._length is not None and not self._chunked:
-            # The common case (a JSON reply with Content-Length): one read, no generator.
-            ok = False
-            try:
-                data = await conn.reader.readexactly(self._length)
-                ok = True
-                return data
-            except _READ_ERRORS as e:
-                raise _read_error(e) from None
-            finally:
-                self._release(ok)
         parts = [piece async for piece in self.chunks()]
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives: one item per upstream chunk (chunked) or per socket read."""
+        """The body as it arrives: each item is everything decoded since the previous one, so bytes that
+        arrived together leave together (one write downstream), and nothing waits for more to come."""
         conn = self._conn
         if conn is None:
             return
-        reader = conn.reader
         ok = False
         try:
             if self._chunked:
+                decoder = ChunkedDecoder(limit=1 << 62)
                 while True:
-                    line = await reader.readuntil(b"\r\n")
-                    size = int(line.split(b";", 1)[0].strip() or b"x", 16)
-                    if size == 0:
-                        while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                            pass  # trailers
-                        break
-                    data = await reader.readexactly(size + 2)
-                    yield data[:-2]
+                    if conn.buf:
+                        rest = decoder.feed(conn.take())
+                        if decoder.body:
+                            yield bytes(decoder.body)
+                            decoder.body.clear()
+                        if decoder.done:
+                            if rest:
+                                raise ValueError("bytes after the end of the reply")
+                            break
+                    await conn.wait()
             elif self._length is not None:
                 remaining = self._length
                 while remaining:
-                    data = await reader.read(min(remaining, 65536))
-                    if not data:
-                        raise asyncio.IncompleteReadError(b"", remaining)
+                    if not conn.buf:
+                        await conn.wait()
+                    data = conn.take(remaining)
                     remaining -= len(data)
                     yield data
             else:
                 self._keep_alive = False
                 while True:
-                    data = await reader.read(65536)
-                    if not data:
+                    if conn.buf:
+                        yield conn.take()
+                    try:
+                        await conn.wait()
+                    except asyncio.IncompleteReadError:
+                        if conn.buf:
+                            yield conn.take()
                         break
-                    yield data
             ok = True
         except _READ_ERRORS as e:
             raise _read_error(e) from None
@@ -154,7 +225,8 @@ class OllamaClient:
 
     async def _connect(self) -> _Conn:
         # asyncio.wait rather than wait_for: the latter can lose a cancellation in Python 3.10/3.11.
-        task = asyncio.ensure_future(asyncio.open_connection(self.host, self.port, ssl=self._ssl, limit=1 << 20))
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(loop.create_connection(_Conn, self.host, self.port, ssl=self._ssl))
         try:
             await asyncio.wait((task,), timeout=self.connect_timeout)
         except asyncio.CancelledError:
@@ -164,16 +236,16 @@ class OllamaClient:
             task.cancel()
             raise UpstreamError("connect", f"connect timed out after {self.connect_timeout:g}s")
         try:
-            reader, writer = task.result()
+            _, conn = task.result()
         except OSError as e:
             raise UpstreamError("connect", e.strerror or str(e)) from None
-        return _Conn(reader, writer)
+        return conn
 
     def _give_back(self, conn: _Conn, reusable: bool) -> None:
         if reusable and conn.usable() and len(self._idle) < self.pool_size:
             self._idle.append(conn)
         else:
-            conn.writer.close()
+            conn.close()
 
     async def request(
         self,
@@ -199,38 +271,42 @@ class OllamaClient:
             reused = bool(self._idle)
             conn = self._idle.pop() if reused else await self._connect()
             if reused and not conn.usable():
-                conn.writer.close()
+                conn.close()
                 continue
             timer = None
             if deadline is not None:
-                timer = loop.call_at(deadline, _poison, conn.reader, "total")
+                timer = loop.call_at(deadline, conn.fail, _Timeout("total"))
             fb_timer = None
             if first_byte_timeout is not None and (timeout is None or first_byte_timeout < timeout):
-                fb_timer = loop.call_later(first_byte_timeout, _poison, conn.reader, "first byte")
+                fb_timer = loop.call_later(first_byte_timeout, conn.fail, _Timeout("first byte"))
             try:
-                conn.writer.write(payload)
-                raw = await conn.reader.readuntil(b"\r\n\r\n")
+                assert conn.transport is not None
+                conn.transport.write(payload)
+                while (end := conn.buf.find(b"\r\n\r\n")) < 0:
+                    if len(conn.buf) > _MAX_HEAD:
+                        raise ValueError("reply head too large")
+                    await conn.wait()
+                raw = conn.take(end + 4)
+                status, headers = _parse_response_head(raw)
             except _Timeout as e:
-                conn.writer.close()
+                conn.close()
                 _cancel(timer, fb_timer)
                 raise UpstreamError("timeout", f"no reply head before the {e} deadline") from None
-            except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError) as e:
-                conn.writer.close()
+            except (asyncio.IncompleteReadError, ConnectionError) as e:
+                conn.close()
                 _cancel(timer, fb_timer)
-                if reused:
+                if reused and not conn.buf:
                     continue
                 raise UpstreamError("closed", f"connection closed before a reply ({type(e).__name__})") from None
+            except ValueError as e:
+                conn.close()
+                _cancel(timer, fb_timer)
+                raise UpstreamError("closed", f"malformed reply head: {e}") from None
             except asyncio.CancelledError:
-                conn.writer.close()
+                conn.close()
                 _cancel(timer, fb_timer)
                 raise
             _cancel(fb_timer)
-            try:
-                status, headers = _parse_response_head(raw)
-            except ValueError as e:
-                conn.writer.close()
-                _cancel(timer)
-                raise UpstreamError("closed", f"malformed reply head: {e}") from None
             return UpstreamResponse(self, conn, status, headers, timer)
 
     async def get_json(self, path: str, timeout: float) -> tuple[int, Any]:
@@ -251,20 +327,16 @@ class OllamaClient:
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
-            conn.writer.close()
+            conn.close()
 
 
-_READ_ERRORS = (_Timeout, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError)
+_READ_ERRORS = (_Timeout, asyncio.IncompleteReadError, ConnectionError, ValueError, ProtocolError)
 
 
 def _read_error(e: Exception) -> UpstreamError:
     if isinstance(e, _Timeout):
         return UpstreamError("timeout", "the reply took longer than the request timeout")
     return UpstreamError("closed", f"the reply was cut off ({type(e).__name__})")
-
-
-def _poison(reader: asyncio.StreamReader, which: str) -> None:
-    reader.set_exception(_Timeout(which))
 
 
 def _cancel(*timers: asyncio.TimerHandle | None) -> None:
