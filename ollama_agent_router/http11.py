@@ -15,7 +15,8 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Request targets: origin-form only, printable ASCII without spaces.
 _TARGET = re.compile(rb"/[\x21-\x7e]*\Z")
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")
+# A chunk-size line: up to 16 hex digits, optional extensions (no CR, LF or NUL), CRLF.
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n\x00]{0,4000})?\r\n")
 # The whole field block in one C-speed pass: token, colon, then a value free of NUL, CR, LF and controls.
 _FIELDS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*(?:\r\n|\Z))*\Z")
 _FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
@@ -183,58 +184,62 @@ class ChunkedDecoder:
         buf = self._buf
         buf += data
         pos = 0
+        n = len(buf)
+        body = self.body
         while not self.done:
-            if self._state == "data":
-                take = min(self._need, len(buf) - pos)
+            state = self._state
+            if state == "size":
+                m = _CHUNK_LINE.match(buf, pos)
+                if m is None:
+                    end = buf.find(b"\r\n", pos)
+                    if end >= 0 or n - pos > self._MAX_LINE:
+                        raise ProtocolError(400, "Malformed chunk size")
+                    break
+                size = int(m.group(1), 16)
+                self.decoded += size
+                if self.decoded > self.limit:
+                    raise ProtocolError(413, "Request body too large", "body_too_large")
+                pos = m.end()
+                if size == 0:
+                    self._state = "trailer"
+                elif n - pos >= size + 2:  # the whole chunk is here: the common case, done in one step
+                    if buf[pos + size : pos + size + 2] != b"\r\n":
+                        raise ProtocolError(400, "Malformed chunked body")
+                    body += buf[pos : pos + size]
+                    pos += size + 2
+                else:
+                    self._need = size
+                    self._state = "data"
+            elif state == "data":
+                take = min(self._need, n - pos)
                 if take == 0:
                     break
-                self.body += buf[pos : pos + take]
+                body += buf[pos : pos + take]
                 pos += take
                 self._need -= take
                 if self._need == 0:
                     self._state = "data_end"
-                continue
-            if self._state == "data_end":
-                if len(buf) - pos < 2:
+            elif state == "data_end":
+                if n - pos < 2:
                     break
                 if buf[pos : pos + 2] != b"\r\n":
                     raise ProtocolError(400, "Malformed chunked body")
                 pos += 2
                 self._state = "size"
-                continue
-            end = buf.find(b"\r\n", pos)
-            if end < 0:
-                if len(buf) - pos > self._MAX_LINE:
-                    raise ProtocolError(400, "Chunk line too long")
-                break
-            line = bytes(buf[pos:end])
-            pos = end + 2
-            if self._state == "size":
-                self._start_chunk(line)
             else:
-                self._trailer_line(line)
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    if n - pos > self._MAX_LINE:
+                        raise ProtocolError(400, "Chunked trailer line too long")
+                    break
+                self._trailer_line(bytes(buf[pos:end]))
+                pos = end + 2
         rest = bytes(buf[pos:])
         if self.done:
             self._buf = bytearray()
             return rest
         self._buf = bytearray(rest)
         return b""
-
-    def _start_chunk(self, line: bytes) -> None:
-        if len(line) > self._MAX_LINE:
-            raise ProtocolError(400, "Chunk line too long")
-        size_b = line.split(b";", 1)[0].rstrip(b" \t")
-        if not _HEX.match(size_b) or b"\r" in line or b"\n" in line or b"\x00" in line:
-            raise ProtocolError(400, "Malformed chunk size")
-        size = int(size_b, 16)
-        self.decoded += size
-        if self.decoded > self.limit:
-            raise ProtocolError(413, "Request body too large", "body_too_large")
-        if size == 0:
-            self._state = "trailer"
-        else:
-            self._need = size
-            self._state = "data"
 
     def _trailer_line(self, line: bytes) -> None:
         if not line:
