@@ -10,7 +10,7 @@ header bytes and count, body size, and the time a client may take to send a head
 from __future__ import annotations
 
 import asyncio
-import os
+import random
 import re
 import ssl
 import time
@@ -117,7 +117,7 @@ class Request:
         self.keep_alive = head.keep_alive
         self.client_ip = conn.client_ip
         rid = head.headers.get("x-request-id")
-        self.request_id = rid if rid and _REQUEST_ID.match(rid) else os.urandom(8).hex()
+        self.request_id = rid if rid and _REQUEST_ID.match(rid) else f"{random.getrandbits(64):016x}"
         self.started = time.perf_counter()
         self.log: dict[str, Any] = {}
         self.context: dict[str, Any] = {}  # per-request state handed between layers (principal, plane…)
@@ -176,6 +176,8 @@ class _Connection(asyncio.Protocol):
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Kept, because get_running_loop() costs a getpid() system call each time.
+        self.loop = asyncio.get_running_loop()
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.client_ip = normalize_ip(peer[0]) if isinstance(peer, tuple) and peer else "unix"
@@ -208,7 +210,7 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self._write_waiter is None or self._write_waiter.done():
-            self._write_waiter = asyncio.get_running_loop().create_future()
+            self._write_waiter = self.loop.create_future()
 
     def resume_writing(self) -> None:
         if self._write_waiter is not None and not self._write_waiter.done():
@@ -254,7 +256,7 @@ class _Connection(asyncio.Protocol):
         self._start_body(head)
         request = Request(head, self)
         self.responding = False
-        self.task = asyncio.get_running_loop().create_task(self._handle(request))
+        self.task = self.loop.create_task(self._handle(request))
         if self.state == "body":
             if rest:
                 self._feed_body(rest)
@@ -322,7 +324,7 @@ class _Connection(asyncio.Protocol):
                 self._continue_sent = True
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self._resume_reading()
-            self._body_waiter = asyncio.get_running_loop().create_future()
+            self._body_waiter = self.loop.create_future()
             await self._body_waiter
         if self._body_error is not None:
             err = self._body_error
@@ -508,7 +510,7 @@ class _Connection(asyncio.Protocol):
         """Set the connection's one deadline. The timer handle is reused: moving a deadline later costs
         a float store, and an early firing re-arms itself (requests on a keep-alive connection would
         otherwise create and cancel two timers each)."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._deadline = loop.time() + seconds
         self._timer_kind = kind
         if self._timer is not None and self._timer.when() > self._deadline:
@@ -524,7 +526,7 @@ class _Connection(asyncio.Protocol):
         self._timer = None
         if not self._timer_kind or self.closed:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         if loop.time() < self._deadline:
             self._timer = loop.call_at(self._deadline, self._on_timeout)
             return

@@ -62,6 +62,7 @@ class _Conn(asyncio.Protocol):
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.loop = asyncio.get_running_loop()  # kept: asking again costs a getpid() system call
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
@@ -98,7 +99,7 @@ class _Conn(asyncio.Protocol):
             raise self.error
         if self.eof:
             raise asyncio.IncompleteReadError(b"", None)
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self.loop.create_future()
         try:
             await self._waiter
         finally:
