@@ -35,6 +35,7 @@ NOT_FOUND = HttpError(404, "Not found", code="not_found")
 class RouteTable:
     def __init__(self, routes: list[Route], base_path: str = "/") -> None:
         self.base = "" if base_path == "/" else base_path.lower()
+        self.routes = tuple(routes)  # as given, for tools that work from the table (the access drills)
         self._static: dict[str, dict[str, Route]] = {}
         self._dynamic: list[tuple[tuple[str, ...], dict[str, Route]]] = []
         for r in routes:
@@ -98,6 +99,10 @@ def _match(pattern: tuple[str, ...], segs: list[str], params: dict[str, str]) ->
     return True
 
 
+# Deeper JSON is refused: re-encoding it later (forwarding, storing a job) could hit Python's recursion limit.
+MAX_JSON_DEPTH = 200
+
+
 async def read_json(req: Request, *, limit: int | None = None) -> Any:
     """The request body as JSON whatever the Content-Type says (``curl -d`` sends form encoding).
 
@@ -107,13 +112,31 @@ async def read_json(req: Request, *, limit: int | None = None) -> Any:
     if not raw.strip():
         return None
     try:
-        return parse_json(raw.decode("utf-8"))
+        body = parse_json(raw.decode("utf-8"))
+        # Counting brackets is C-speed; only a body with that many containers is walked.
+        if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH or json_depth(body) <= MAX_JSON_DEPTH:
+            return body
     except UnicodeDecodeError:
         raise HttpError(400, "Request body is not valid UTF-8", code="invalid_json") from None
     except ValueError as e:
         raise HttpError(400, f"Malformed JSON in request body: {e}", code="invalid_json") from None
     except RecursionError:
-        raise HttpError(400, "Request body JSON is nested too deeply", code="invalid_json") from None
+        pass
+    raise HttpError(400, f"Request body JSON is nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (0 for a scalar), without recursing."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 async def read_json_object(req: Request) -> dict:

@@ -141,6 +141,7 @@ class App:
         """Stop accepting, let in-flight requests finish within the grace period, then release everything."""
         grace = self.cfg.server.shutdown_grace_ms / 1000 if grace is None else grace
         deadline = time.monotonic() + grace
+        self.jobs.pause()  # queued jobs wait for the next start rather than begin during the grace period
         clean = await self.server.shutdown(grace)
         if self.metrics_server is not None:
             await self.metrics_server.shutdown(0)

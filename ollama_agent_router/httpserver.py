@@ -374,6 +374,8 @@ class _Connection(asyncio.Protocol):
             parts.append(f"{name}: {value}\r\n".encode("latin-1"))
         if close:
             parts.append(b"Connection: close\r\n")
+        elif request.version == "1.0":
+            parts.append(b"Connection: keep-alive\r\n")  # an HTTP/1.0 client assumes close unless told
         parts.append(b"\r\n")
         return b"".join(parts)
 
@@ -392,10 +394,15 @@ class _Connection(asyncio.Protocol):
         self.transport.write(head if request.method == "HEAD" else head + body)
 
     async def _send_stream(self, request: Request, response: StreamResponse) -> None:
+        # HTTP/1.0 has no chunked coding: the body is the bytes themselves, ended by closing the connection.
+        chunked = request.version != "1.0"
+        if not chunked:
+            request.keep_alive = False
         close = self._should_close(request)
         head = self._head_bytes(
             request, response.status, response.content_type, response.headers,
-            b"Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n", close,
+            b"Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n" if chunked else b"Cache-Control: no-cache\r\n",
+            close,
         )
         transport = self.transport
         assert transport is not None
@@ -407,14 +414,14 @@ class _Connection(asyncio.Protocol):
                 if self.closed:
                     break
                 if chunk:
-                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                 waiter = self._write_waiter
                 if waiter is not None and not waiter.done():
                     await asyncio.wait((waiter,), timeout=self.limits.write_timeout)
                     if not waiter.done():
                         raise asyncio.TimeoutError
                     waiter.result()  # raises if the connection went away while we waited
-            if not self.closed:
+            if not self.closed and chunked:
                 transport.write(b"0\r\n\r\n")
         except asyncio.TimeoutError:
             self._abort()  # the client stopped reading

@@ -371,6 +371,10 @@ class JobManager:
         job.error_json = error_json(500, message, code)
         self.store.save(job)
 
+    def pause(self) -> None:
+        """Shutdown has begun: take no new job and start no queued one; ``stop`` then ends the running ones."""
+        self._closing = True
+
     async def stop(self, grace: float) -> None:
         """Stop starting jobs, give running ones ``grace`` seconds, then interrupt them.
 

@@ -3,6 +3,8 @@
 A relay passes chunks through untouched (tool-call deltas, usage chunks, ``[DONE]``) and only watches
 for the end marker. A stream that ends without it — Ollama's way of failing mid-stream — or breaks
 off is finished with an error event, so a client never mistakes a truncated reply for a complete one.
+The bytes of a line that has not ended yet are held back until it does: when the upstream breaks
+mid-line, that half line is dropped, so the error event stands on its own line and clients can read it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .upstream import UpstreamError, UpstreamResponse
 
 _DONE = b"data: [DONE]"
 _TAIL = 64  # bytes kept from the previous chunk, so a marker split across chunks is still seen
+_MAX_HELD = 64 * 1024  # the most of an unfinished line held back
 
 
 class StreamStats:
@@ -68,6 +71,8 @@ async def relay(resp: UpstreamResponse, stats: StreamStats, clock: Callable[[], 
     stream ends (completion, upstream failure, client disconnect).
     """
     tail = b""
+    partial = b""  # the end of the last chunk after its last newline: a line still being written
+    sent_end = b"\n\n"  # the last bytes passed on, to tell whether the client is between events
     try:
         if prelude:
             yield prelude
@@ -89,24 +94,45 @@ async def relay(resp: UpstreamResponse, stats: StreamStats, clock: Callable[[], 
                     if _DONE in window:
                         stats.completed = True
                 tail = window[-_TAIL:]
-                yield chunk
+                if partial:
+                    chunk = partial + chunk
+                cut = chunk.rfind(b"\n") + 1
+                if len(chunk) - cut > _MAX_HELD:
+                    cut = len(chunk)  # a line this long is passed on as it comes
+                partial = chunk[cut:]
+                if cut:
+                    out = chunk[:cut] if partial else chunk
+                    sent_end = (sent_end + out)[-2:]
+                    yield out
         except UpstreamError as e:
             stats.error = e.message
             message = f"Upstream stream failed: {e.message}"
             if native:
-                yield ndjson_error_line(message)
+                event = ndjson_error_line(message)
             elif e.kind == "timeout":
-                yield sse_error_event(message, "upstream_timeout", 504)
+                event = sse_error_event(message, "upstream_timeout", 504)
             else:
-                yield sse_error_event(message)
+                event = sse_error_event(message)
+            yield _separator(sent_end, native) + event
             return
+        if partial:
+            sent_end = (sent_end + partial)[-2:]
+            yield partial
         if not stats.completed and stats.error is None:
             stats.error = "stream ended before completion"
             if native:
-                yield ndjson_error_line("The model stream ended before completion")
+                event = ndjson_error_line("The model stream ended before completion")
             else:
-                yield sse_error_event("The model stream ended before completion (no [DONE]): Ollama reported an error")
+                event = sse_error_event("The model stream ended before completion (no [DONE]): Ollama reported an error")
+            yield _separator(sent_end, native) + event
     finally:
         resp.close()
         if on_end is not None:
             on_end()
+
+
+def _separator(sent_end: bytes, native: bool) -> bytes:
+    """What ends the line (NDJSON) or event (SSE) the client is in, so an error event that follows is whole."""
+    if native:
+        return b"" if sent_end.endswith(b"\n") else b"\n"
+    return b"" if sent_end.endswith(b"\n\n") else b"\n" if sent_end.endswith(b"\n") else b"\n\n"

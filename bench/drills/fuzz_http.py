@@ -1,0 +1,768 @@
+"""Hostile HTTP fuzzer: the sans-IO parser, the chunked decoder, the upstream reader + SSE relay, and a live router.
+
+    python bench/drills/fuzz_http.py [--cases 10000] [--parser-cases 20000] [--seed N]
+
+Cases come from hypothesis strategies that build requests with a known framing, so most cases carry an
+exact expectation: random and mutated request lines and headers; duplicate and conflicting
+``Content-Length`` / ``Transfer-Encoding`` (request smuggling); obs-fold; NUL and bare CR; huge and
+malformed chunk sizes; invalid UTF-8 and invalid or deeply nested JSON; a pipelined follower request.
+Byte-level mutations on top lose the expectation but keep the generic checks.
+
+The live part drives a real router process (``serve --simulate``, small header/body timeouts) over
+fresh TCP connections and judges every exchange: a strict client can parse the answer; no hang past
+the server's timeouts; no 5xx made by the router itself (503 refusals and 505 excepted); error bodies
+are the OpenAI envelope with no null; smuggling-shaped requests get 400/413/431/505 and the connection
+closes without the follower being answered; the router's RSS stays flat and it logs no handler error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import drillkit
+from drillkit import TEST_CONFIG, RouterProcess, exchange, merge
+from hypothesis import HealthCheck, Phase, given, seed as hseed, settings, strategies as st
+
+from ollama_agent_router.http11 import ChunkedDecoder, ProtocolError, parse_head
+from ollama_agent_router.relay import StreamStats, relay
+from ollama_agent_router.upstream import UpstreamResponse, _Conn
+
+HEADER_TIMEOUT_MS = 500
+BODY_TIMEOUT_MS = 500
+MAX_HEADERS = 40
+MAX_HEADER_BYTES = 8192
+BODY_LIMIT = 256 * 1024
+DEADLINE = (HEADER_TIMEOUT_MS + BODY_TIMEOUT_MS) / 1000 + 3.0  # past this with no answer and no close: a hang
+
+REJECT = frozenset({400, 413, 431, 505})  # what a request the parser refuses is answered with
+# 5xx the router makes on purpose: refusals that tell the client to come back, and the version reply.
+INTENDED_5XX = {503: {"too_many_connections", "no_model_available", "queue_timeout", "upstream_busy",
+                      "shutting_down", "ollama_unreachable", "job_store_unavailable"},
+                505: {"http_version_unsupported"}}
+FOLLOWER = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+PATHS = ["/health", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
+         "/v1/models/qwen2.5-coder:7b", "/v1/jobs", "/v1/jobs/job_x", "/v1/jobs/job_x/result", "/v1/router/status",
+         "/v1/router/runtime", "/v1/router/execute", "/v1/router/jobs", "/v1/router/route",
+         "/v1/router/capabilities", "/api/chat", "/api/generate", "/api/tags", "/api/ps", "/api/version",
+         "/api/embed", "/metrics", "/v1/admin/access/config", "/nope"]
+BODY_ROUTES = ["/v1/chat/completions", "/api/chat", "/api/generate", "/v1/router/execute", "/v1/router/jobs",
+               "/v1/router/route", "/v1/completions", "/v1/embeddings"]
+TRICKS = ["//", "/%2e%2e/", "%2F", "/./", "/../", "%00", ";x=1", "?a=b&c=%zz", "#frag", "/", "%", "%c0%af", "%2e"]
+TOKEN = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+MODELS = [m["name"] for m in TEST_CONFIG["models"]]
+
+
+@dataclass
+class Case:
+    """One request as bytes, with what the router must do with it (unless ``mutated``)."""
+
+    raw: bytes
+    head: bytes  # the head block as parse_head sees it (without the blank line)
+    method: str
+    framing: str
+    head_reject: list[str] = field(default_factory=list)  # reasons parse_head must refuse it
+    server_reject: list[str] = field(default_factory=list)  # reasons the server refuses it before any handler
+    body_reject: list[str] = field(default_factory=list)  # reasons the body decoder refuses it
+    follower: bool = False
+    mutated: bool = False
+    chunked: bool = False
+    content_length: int | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.head_reject or self.server_reject)
+
+
+# ---- strategies ---------------------------------------------------------------------------------------
+
+def _weighted(*pairs: tuple[int, Any]) -> st.SearchStrategy:
+    return st.sampled_from([value for weight, value in pairs for _ in range(weight)])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@st.composite
+def chat_bodies(draw) -> bytes:
+    content = draw(_weighted((6, "Hello there"), (2, "Write a Python function to parse JSON"),
+                             (1, "\ud800 lone surrogate"), (1, "x" * 5000), (1, "")))
+    body: dict[str, Any] = {"messages": draw(_weighted(
+        (8, [{"role": "user", "content": content}]), (1, []), (1, [{"content": content}]), (1, "nope"),
+        (1, [{"role": "user", "content": [{"type": "text", "text": content}]}])))}
+    if draw(st.integers(0, 9)):
+        body["model"] = draw(_weighted((6, "auto"), (2, MODELS[0]), (1, "no-such-model"), (1, 5)))
+    if draw(st.integers(0, 3)) == 0:
+        body["stream"] = draw(_weighted((4, True), (2, False), (1, "yes")))
+    if draw(st.integers(0, 2)) == 0:
+        router: dict[str, Any] = {}
+        for key, values in (("mode", ["auto", "sync", "async", "bogus", 1]),
+                            ("taskType", ["simple_chat", "code_generate", "agentic_reasoning", "nope", None]),
+                            ("priority", ["low", "normal", "high", "urgent"]),
+                            ("allowAsync", [True, False, "no"]),
+                            ("maxQueueTimeMs", [0, 1, 50, -5, 10**12, "x"]),
+                            ("maxExecutionTimeMs", [1, 100, -1, 10**15]),
+                            ("preferredModels", [MODELS[:2], ["x"], "x"]),
+                            ("forbiddenModels", [MODELS[1:], []]),
+                            ("requireGpuOnly", [True, False]), ("explain", [True, 3])):
+            if draw(st.booleans()):
+                router[key] = draw(st.sampled_from(values))
+        body["router"] = draw(_weighted((5, router), (1, "router"), (1, None)))
+    if draw(st.integers(0, 5)) == 0:
+        body["tools"] = draw(_weighted((2, [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+                                       (1, "tools"), (1, [1, 2])))
+    if draw(st.integers(0, 5)) == 0:
+        body["extra"] = draw(json_values)
+    return json.dumps(body).encode()
+
+
+@st.composite
+def bodies(draw) -> bytes:
+    kind = draw(_weighted((10, "chat"), (3, "json"), (2, "deep"), (2, "bad-json"), (2, "bad-utf8"), (1, "binary"),
+                          (2, "empty"), (1, "kong")))
+    if kind == "chat":
+        return draw(chat_bodies())
+    if kind == "json":
+        return json.dumps(draw(json_values)).encode()
+    if kind == "deep":
+        depth = draw(st.integers(150, 3000))
+        opener, closer = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
+        inner = opener * depth + b"1" + closer * depth
+        return b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"x":' + inner + b"}"
+    if kind == "bad-json":
+        return draw(_weighted((1, b"{nope"), (1, b'{"messages":[}'), (1, b"[1,2"), (1, b"\x00"),
+                              (1, b'{"a":1}{"b":2}'), (1, b"NaN"), (1, b'{"messages": [{"role": "user", "content": "x"}]')))
+    if kind == "bad-utf8":
+        return b'{"model":"auto","messages":[{"role":"user","content":"' + draw(
+            _weighted((1, b"\xff\xfe"), (1, b"\xc0\xaf"), (1, b"\xed\xa0\x80"), (1, b"\x80"))) + b'"}]}'
+    if kind == "binary":
+        return draw(st.binary(max_size=300))
+    if kind == "kong":
+        return json.dumps({"model": draw(st.sampled_from(MODELS + ["x"])), "taskType": "simple_chat",
+                           "request": {"messages": [{"role": "user", "content": "hi"}],
+                                       "stream": draw(st.booleans())}}).encode()
+    return b""
+
+
+def _case_of(name: str, rng: random.Random) -> str:
+    return "".join(c.upper() if rng.random() < 0.3 else c for c in name)
+
+
+def chunk_encode(body: bytes, cuts: list[int], rng: random.Random, trailers: bool) -> bytes:
+    """``body`` in chunked framing, cut at ``cuts``, with the odd extension and upper-case hex."""
+    out = bytearray()
+    points = sorted({c for c in cuts if 0 < c < len(body)}) + [len(body)]
+    start = 0
+    for end in points:
+        if end == start:
+            continue
+        size = f"{end - start:X}" if rng.random() < 0.3 else f"{end - start:x}"
+        ext = ";ext=1" if rng.random() < 0.1 else ""
+        out += f"{size}{ext}\r\n".encode() + body[start:end] + b"\r\n"
+        start = end
+    out += b"0\r\n" + (b"X-Trailer: 1\r\n" if trailers else b"") + b"\r\n"
+    return bytes(out)
+
+
+@st.composite
+def cases(draw) -> Case:
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    reasons_head: list[str] = []
+    reasons_server: list[str] = []
+    reasons_body: list[str] = []
+
+    method = draw(_weighted((10, "POST"), (6, "GET"), (1, "HEAD"), (1, "OPTIONS"), (1, "PUT"), (1, "DELETE"),
+                            (1, "PATCH"), (1, "TRACE"), (1, "get"), (1, "G(T"), (1, "")))
+    if not method or "(" in method:
+        reasons_head.append("bad method")
+    path = draw(st.sampled_from(BODY_ROUTES if method == "POST" and rng.random() < 0.7 else PATHS))
+    if rng.random() < 0.15:
+        trick = rng.choice(TRICKS)
+        cut = rng.randrange(1, len(path) + 1)
+        path = path[:cut] + trick + path[cut:]
+    target = path.encode()
+    odd_target = draw(_weighted((60, None), (1, b"http://x/health"), (1, b"health"), (1, b"/he\x7flth"),
+                                (1, b"/\xff"), (1, b"*"), (1, b"/a b")))
+    if odd_target is not None:
+        target = odd_target
+        if target == b"/a b":
+            reasons_head.append("space in target")
+        elif not (target == b"*" and method == "OPTIONS"):
+            reasons_head.append("bad target")
+    version = draw(_weighted((40, b"HTTP/1.1"), (4, b"HTTP/1.0"), (1, b"HTTP/2.0"), (1, b"HTTP/1.2"),
+                             (1, b"http/1.1"), (1, b"HTTP/1.1x")))
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        reasons_head.append("bad version")
+
+    body = draw(bodies()) if method in ("POST", "PUT", "PATCH") or rng.random() < 0.1 else b""
+    headers: list[tuple[bytes, bytes]] = []
+    if rng.random() < 0.95:
+        headers.append((b"Host", b"x"))
+    if headers and rng.random() < 0.03:
+        headers.append((b"host", b"y"))
+        reasons_head.append("two Host headers")
+    if body and rng.random() < 0.8:
+        headers.append((b"Content-Type", rng.choice([b"application/json", b"text/plain", b"x/\xff"])))
+    for _ in range(draw(st.integers(0, 6))):
+        headers.append(draw(_weighted(
+            (3, (b"Accept", b"*/*")), (2, (b"Connection", b"keep-alive")), (1, (b"Connection", b"close")),
+            (1, (b"Connection", b"Keep-Alive, Upgrade")), (1, (b"Expect", b"100-continue")),
+            (1, (b"X-Request-Id", b"abc-123")), (1, (b"X-Request-Id", b"\xe9\xe9 bad")),
+            (1, (b"Authorization", b"Bearer sk-none")), (1, (b"Authorization", b"Basic \xff\xfe")),
+            (1, (b"X-Forwarded-For", b"1.2.3.4, ::ffff:10.0.0.1, nonsense")),
+            (1, (b"Origin", b"https://evil.example")), (1, (b"Accept", b"")),
+        )))
+    for _ in range(draw(_weighted((8, 0), (1, 1), (1, 3)))):
+        name = "".join(rng.choice(TOKEN) for _ in range(rng.randint(1, 16))).encode()
+        if name.lower() in (b"host", b"content-length", b"transfer-encoding"):
+            name = b"x-" + name
+        value = bytes(rng.choice([9] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100)))
+                      for _ in range(rng.randint(0, 30)))
+        headers.append((name, value))
+    hostile = draw(_weighted((40, None), (1, "nul"), (1, "bare-cr"), (1, "ctl"), (1, "space-name"), (1, "no-colon"),
+                             (1, "empty-name"), (1, "fold"), (1, "many"), (1, "big")))
+    if hostile == "nul":
+        headers.append((b"X-Nul", b"a\x00b"))
+    elif hostile == "bare-cr":
+        headers.append((b"X-Cr", b"a\rb"))
+    elif hostile == "ctl":
+        headers.append((b"X-Ctl", b"a\x1bb"))
+    elif hostile == "space-name":
+        headers.append((b"X Name", b"v"))
+    elif hostile == "no-colon":
+        headers.append((b"NoColon", None))  # type: ignore[arg-type]
+    elif hostile == "empty-name":
+        headers.append((b"", b"v"))
+    elif hostile == "many":
+        headers += [(b"X-H%d" % i, b"v") for i in range(MAX_HEADERS + 5)]
+    elif hostile == "big":
+        headers.append((b"X-Big", b"a" * (MAX_HEADER_BYTES + 100)))
+    if hostile in ("nul", "bare-cr", "ctl", "space-name", "no-colon", "empty-name", "fold"):
+        reasons_head.append(f"header: {hostile}")
+
+    framing = draw(_weighted(
+        (60, "cl"), (30, "chunked"), (20, "none"), (10, "cl0"), (5, "dup-cl-same"), (6, "cl+te"), (6, "te+cl"),
+        (6, "dup-cl-diff"), (3, "cl-list"), (6, "cl-bad"), (3, "cl-huge"), (6, "te-bad"), (3, "te-dup"),
+        (3, "te-space-name"), (3, "te-fold"), (6, "chunk-huge"), (6, "chunk-bad"), (1, "cl-short"),
+    ))
+    chunked = False
+    content_length: int | None = None
+    cl_name = _case_of("content-length", rng).encode()
+    te_name = _case_of("transfer-encoding", rng).encode()
+    fold_at: int | None = None
+    if framing == "none":
+        payload = b""
+    elif framing in ("cl", "dup-cl-same"):
+        payload = body
+        headers.append((cl_name, b"%d" % len(body)))
+        if framing == "dup-cl-same":
+            headers.append((cl_name, b"%d" % len(body)))
+        content_length = len(body)
+    elif framing == "cl0":
+        payload = b""
+        headers.append((cl_name, b"0"))
+        content_length = 0
+    elif framing == "cl-short":
+        payload = body[: len(body) // 2]  # promises more than it sends: the body timeout must end it
+        headers.append((cl_name, b"%d" % (len(body) + 10)))
+        content_length = len(body) + 10
+        reasons_body.append("body never completes")
+    elif framing in ("chunked", "chunk-huge", "chunk-bad"):
+        cuts = [rng.randrange(len(body) + 1) for _ in range(rng.randint(0, 4))]
+        payload = chunk_encode(body, cuts, rng, rng.random() < 0.1)
+        headers.append((te_name, rng.choice([b"chunked", b"Chunked", b" chunked "])))
+        chunked = True
+        if framing == "chunk-huge":
+            payload = rng.choice([b"FFFFFFFFFFFFFFFF", b"7fffffffffffffff", b"40001"]) + b"\r\n" + payload
+            reasons_body.append("huge chunk")
+        elif framing == "chunk-bad":
+            payload = rng.choice([b"-1\r\n", b" 5\r\nhello\r\n", b"5\r\nhelloXX", b"zz\r\n", b"11111111111111111\r\n",
+                                  b"5\r\nhel\x00o\r\n0\r\nbad trailer\r\n\r\n", b"5;\x00\r\nhello\r\n"]) + payload
+            reasons_body.append("malformed chunk")
+        if version == b"HTTP/1.0":
+            reasons_head.append("chunked on HTTP/1.0")
+    else:  # smuggling shapes: the head itself must be refused
+        payload = body
+        reasons_head.append(framing)
+        if framing in ("cl+te", "te+cl"):
+            pair = [(cl_name, b"%d" % len(body)), (te_name, b"chunked")]
+            headers += pair if framing == "cl+te" else pair[::-1]
+        elif framing == "dup-cl-diff":
+            headers += [(cl_name, b"%d" % len(body)), (cl_name, b"%d" % (len(body) + 1))]
+        elif framing == "cl-list":
+            headers.append((cl_name, b"%d, %d" % (len(body), len(body))))
+        elif framing == "cl-bad":
+            headers.append((cl_name, rng.choice([b"+5", b"-1", b"0x10", b"5.0", b"1 2", b"", b"\xd9\xa3"])))
+        elif framing == "cl-huge":
+            headers.append((cl_name, b"9" * rng.randint(19, 40)))
+        elif framing == "te-bad":
+            headers.append((te_name, rng.choice([b"chunked, chunked", b"gzip, chunked", b"identity", b"chunked;q=1",
+                                                 b"xchunked", b"chunked\x0b", b"gzip"])))
+        elif framing == "te-dup":
+            headers += [(te_name, b"chunked"), (te_name, b"chunked")]
+        elif framing == "te-space-name":
+            headers.append((te_name + b" ", b"chunked"))
+        elif framing == "te-fold":
+            headers.append((te_name, b""))
+            fold_at = len(headers) - 1
+    if hostile == "fold":
+        fold_at = rng.randrange(len(headers)) if headers else None
+        if fold_at is None:
+            reasons_head.remove("header: fold")
+
+    lines = [method.encode() + b" " + target + b" " + version]
+    for i, (name, value) in enumerate(headers):
+        lines.append(name if value is None else name + b": " + value)
+        if i == fold_at:
+            lines.append(b" chunked" if framing == "te-fold" else b"\tfolded")
+    head = b"\r\n".join(lines)
+    if len(head) > MAX_HEADER_BYTES:
+        reasons_server.append("header block too large")
+    if len(headers) > MAX_HEADERS:
+        reasons_server.append("too many headers")
+    raw = head + b"\r\n\r\n" + payload
+    follower = rng.random() < 0.3
+    if follower:
+        raw += FOLLOWER
+    case = Case(raw, head, method, framing, reasons_head, reasons_server, reasons_body, follower,
+                chunked=chunked, content_length=content_length)
+    mutation = draw(_weighted((12, None), (1, "insert"), (1, "delete"), (1, "flip")))
+    if mutation is not None:
+        data = bytearray(raw)
+        at = rng.randrange(len(data) + 1)
+        if mutation == "insert":
+            data[at:at] = rng.choice([b"\x00", b"\r", b"\n", b" ", b"\t", b"\xff", b":", b"\r\n", b"\r\n "])
+        elif mutation == "delete":
+            del data[at:at + rng.randint(1, 8)]
+        elif data:
+            data[min(at, len(data) - 1)] ^= 1 << rng.randrange(8)
+        case.raw = bytes(data)
+        case.mutated = True
+    return case
+
+
+def _settings(n: int, seed: int | None) -> Callable[[Callable], Callable]:
+    def apply(fn: Callable) -> Callable:
+        fn = settings(max_examples=n, deadline=None, database=None, phases=[Phase.generate],
+                      suppress_health_check=list(HealthCheck))(fn)
+        return hseed(seed)(fn) if seed is not None else fn
+    return apply
+
+
+@dataclass
+class Tally:
+    name: str
+    cases: int = 0
+    failures: list[str] = field(default_factory=list)
+    outcomes: Counter = field(default_factory=Counter)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, what: str) -> None:
+        if len(self.failures) < 2000:
+            self.failures.append(what)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+
+# ---- sans-IO: parse_head -------------------------------------------------------------------------------
+
+def fuzz_parser(n: int, seed: int | None = None) -> Tally:
+    """parse_head on structured cases (exact expectation) and on raw bytes (no crash, a known status)."""
+    tally = Tally("parse_head")
+
+    def judge(block: bytes, case: Case | None) -> None:
+        tally.cases += 1
+        try:
+            head = parse_head(block, MAX_HEADERS)
+        except ProtocolError as e:
+            tally.outcomes[e.status] += 1
+            if e.status not in REJECT:
+                tally.fail(f"status {e.status} for {block[:200]!r}")
+            if case is not None and not case.mutated and not case.head_reject and not (
+                    e.status == 431 and "too many headers" in case.server_reject):
+                tally.fail(f"refused a valid head ({e.message}): {block[:300]!r}")
+            return
+        except Exception as e:  # noqa: BLE001 - a crash is exactly what the fuzzer looks for
+            tally.fail(f"crash {type(e).__name__}: {e} for {block[:200]!r}")
+            return
+        tally.outcomes["parsed"] += 1
+        if head.chunked and head.content_length is not None:
+            tally.fail(f"both framings accepted: {block[:300]!r}")
+        if case is not None and not case.mutated:
+            if case.head_reject:
+                tally.fail(f"accepted a head that must be refused ({case.head_reject}): {block[:300]!r}")
+            elif (head.chunked, head.content_length) != (case.chunked, case.content_length):
+                tally.fail(f"framing read as {(head.chunked, head.content_length)}, sent "
+                           f"{(case.chunked, case.content_length)}: {block[:300]!r}")
+
+    @_settings(n // 2, seed)
+    @given(cases())
+    def structured(case: Case) -> None:
+        judge(case.head if not case.mutated else case.raw.split(b"\r\n\r\n", 1)[0], case)
+
+    @_settings(n - n // 2, seed)
+    @given(st.binary(max_size=400) | st.lists(st.sampled_from(
+        [b"GET", b"POST", b" ", b"/", b"/v1", b"HTTP/1.1", b"\r\n", b":", b"Content-Length", b"Transfer-Encoding",
+         b"chunked", b"5", b"\x00", b"\r", b"\t", b"Host", b"x", b"\xff"]), max_size=40).map(b"".join))
+    def raw_bytes(block: bytes) -> None:
+        judge(block, None)
+
+    structured()
+    raw_bytes()
+    return tally
+
+
+# ---- sans-IO: ChunkedDecoder ----------------------------------------------------------------------------
+
+def _decode(pieces: list[bytes], limit: int) -> tuple:
+    dec = ChunkedDecoder(limit)
+    rest = b""
+    try:
+        for i, piece in enumerate(pieces):
+            rest = dec.feed(piece)
+            if dec.done:
+                return "done", bytes(dec.body), rest + b"".join(pieces[i + 1:])
+        return "partial", bytes(dec.body), b""
+    except ProtocolError as e:
+        return "error", e.status, len(dec.body) <= limit
+
+
+def fuzz_chunked(n: int, seed: int | None = None) -> Tally:
+    """Valid encodings decode to the body and leftover, whatever the splits; any bytes decode the same
+    whole or split, and only ever raise ProtocolError (400/413) within the size limit."""
+    tally = Tally("ChunkedDecoder")
+
+    @_settings(n // 2, seed)
+    @given(st.binary(max_size=3000), st.lists(st.integers(0, 3000), max_size=6), st.lists(st.integers(0, 4000),
+           max_size=6), st.binary(max_size=40), st.integers(0, 2**32))
+    def valid(body: bytes, cuts: list[int], splits: list[int], after: bytes, r: int) -> None:
+        tally.cases += 1
+        data = chunk_encode(body, cuts, random.Random(r), r % 7 == 0) + after
+        pieces = _split(data, splits)
+        try:
+            got = _decode(pieces, 4096)
+        except Exception as e:  # noqa: BLE001
+            tally.fail(f"crash {type(e).__name__}: {e}")
+            return
+        tally.outcomes[got[0]] += 1
+        if got != ("done", body, after):
+            tally.fail(f"decoded {got!r:.200} from {data[:200]!r}")
+
+    @_settings(n - n // 2, seed)
+    @given(st.lists(st.sampled_from([b"0", b"5", b"a", b"F" * 16, b"1" * 17, b"\r\n", b";x=y", b"hello", b"\x00",
+                                     b"\r", b" ", b"-", b"X-T: 1", b"4000"]), max_size=30).map(b"".join)
+           | st.binary(max_size=300), st.lists(st.integers(0, 300), max_size=5))
+    def arbitrary(data: bytes, splits: list[int]) -> None:
+        tally.cases += 1
+        try:
+            whole = _decode([data], 1024)
+            split = _decode(_split(data, splits), 1024)
+        except Exception as e:  # noqa: BLE001
+            tally.fail(f"crash {type(e).__name__}: {e} on {data[:200]!r}")
+            return
+        tally.outcomes[whole[0]] += 1
+        if whole[0] == "error" and (whole[1] not in (400, 413) or not whole[2]):
+            tally.fail(f"error {whole!r} on {data[:200]!r}")
+        if whole[0] != "partial" and whole != split:
+            tally.fail(f"whole {whole!r:.150} != split {split!r:.150} on {data[:200]!r}")
+
+    valid()
+    arbitrary()
+    return tally
+
+
+def _split(data: bytes, points: list[int]) -> list[bytes]:
+    cuts = sorted({p for p in points if 0 < p < len(data)})
+    return [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+
+
+# ---- sans-IO: upstream reader + SSE/NDJSON relay -----------------------------------------------------------
+
+class _Writer:
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.given_back = 0
+
+    def _give_back(self, conn: Any, reusable: bool) -> None:
+        self.given_back += 1
+
+
+@st.composite
+def upstream_streams(draw) -> tuple[bytes, bytes, bool, bool]:
+    """(upstream bytes on the wire, the body they carry, whether the framing is intact, native NDJSON or SSE)."""
+    native = draw(st.booleans())
+    events: list[bytes] = []
+    for _ in range(draw(st.integers(0, 8))):
+        kind = draw(_weighted((6, "delta"), (1, "usage"), (1, "junk"), (1, "error")))
+        if native:
+            obj = {"message": {"content": draw(st.text(max_size=10))}, "done": False}
+            if kind == "error":
+                obj = {"error": "boom"}
+            events.append(b"junk\n" if kind == "junk" else json.dumps(obj).encode() + b"\n")
+        else:
+            obj = {"choices": [{"delta": {"content": draw(st.text(max_size=10))}}]}
+            if kind == "usage":
+                obj = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+            events.append(b": comment\n\n" if kind == "junk" else b"data: " + json.dumps(obj).encode() + b"\n\n")
+    if draw(st.integers(0, 3)):
+        events.append(b'{"done":true}\n' if native else b"data: [DONE]\n\n")
+    body = b"".join(events)
+    cuts = draw(st.lists(st.integers(0, len(body)), max_size=8))
+    wire = chunk_encode(body, cuts, random.Random(len(body)), False)
+    well_formed = True
+    mutation = draw(_weighted((6, None), (1, "truncate"), (1, "flip"), (1, "size")))
+    if mutation == "truncate":
+        wire = wire[: draw(st.integers(0, len(wire)))]
+        well_formed = False
+    elif mutation == "flip" and wire:
+        at = draw(st.integers(0, len(wire) - 1))
+        wire = wire[:at] + bytes([wire[at] ^ 0x41]) + wire[at + 1:]
+        well_formed = False
+    elif mutation == "size":
+        wire = b"FFFFFFFFFF\r\n" + wire
+        well_formed = False
+    return wire, body, well_formed, native
+
+
+def fuzz_relay(n: int, seed: int | None = None) -> Tally:
+    """Hostile upstream bytes through UpstreamResponse.chunks and relay(): only UpstreamError inside, the
+    client's stream ends in [DONE]/done or an error event, on_end runs once, the connection is given back."""
+    tally = Tally("upstream reader + relay")
+
+    async def run_one(wire: bytes, native: bool, stop_early: bool) -> tuple[bytes, StreamStats, int, int]:
+        reader = asyncio.StreamReader(limit=1 << 20)
+        reader.feed_data(wire)
+        reader.feed_eof()
+        pool = _Pool()
+        resp = UpstreamResponse(pool, _Conn(reader, _Writer()), 200, {"transfer-encoding": "chunked"}, None)  # type: ignore[arg-type]
+        stats = StreamStats()
+        ended = []
+        gen = relay(resp, stats, time.perf_counter, native=native, prelude=b": router {}\n\n",
+                    on_end=lambda: ended.append(1))
+        out = bytearray()
+        async for chunk in gen:
+            out += chunk
+            if stop_early and len(out) > 20:
+                break
+        await gen.aclose()
+        return bytes(out), stats, len(ended), pool.given_back
+
+    @_settings(n, seed)
+    @given(upstream_streams(), st.integers(0, 9))
+    def one(stream: tuple, early: int) -> None:
+        wire, body, well_formed, native = stream
+        tally.cases += 1
+        stop_early = early == 0
+        try:
+            out, stats, ended, given_back = asyncio.run(run_one(wire, native, stop_early))
+        except Exception as e:  # noqa: BLE001
+            tally.fail(f"crash {type(e).__name__}: {e} on {wire[:200]!r}")
+            return
+        tally.outcomes["completed" if stats.completed else "error-ended"] += 1
+        if ended != 1 or given_back != 1:
+            tally.fail(f"on_end ran {ended} times, connection given back {given_back} times")
+        if stop_early:
+            return
+        marker = b'"done":true' if native else b"data: [DONE]"
+        if well_formed and (marker in body) != stats.completed:
+            tally.fail(f"completed={stats.completed} but marker present={marker in body}: {body[:200]!r}")
+        if well_formed and out[len(b": router {}\n\n"):len(b": router {}\n\n") + len(body)] != body:
+            tally.fail("relayed bytes differ from the upstream body")
+        if not stats.completed and not (native and b'"error"' in body):  # else Ollama's own error line says it
+            last = out.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+            try:
+                err = json.loads(last if native else last[len(b"data: "):])
+                ok = isinstance(err, dict) and "error" in err
+            except ValueError:
+                ok = False
+            if not ok:
+                tally.fail(f"an unfinished stream does not end with an error event: {out[-200:]!r}")
+
+    one()
+    return tally
+
+
+# ---- live router ---------------------------------------------------------------------------------------
+
+def router_config() -> dict:
+    return merge(TEST_CONFIG, {
+        "server": {"host": "127.0.0.1", "requestBodyLimit": BODY_LIMIT, "headerTimeoutMs": HEADER_TIMEOUT_MS,
+                   "bodyTimeoutMs": BODY_TIMEOUT_MS, "idleTimeoutMs": 2000, "maxHeaders": MAX_HEADERS,
+                   "maxHeaderBytes": MAX_HEADER_BYTES},
+        "queue": {"globalMaxQueued": 10_000, "perUserMaxQueued": 10_000},
+        "jobs": {"maxRetainedJobs": 200, "resultTtlSeconds": 60},
+    })
+
+
+def judge_exchange(case: Case, ex: drillkit.Exchange) -> tuple[list[str], list[str]]:
+    """(problems, the response statuses with their codes) for one live exchange."""
+    problems: list[str] = []
+    seen: list[str] = []
+    if ex.timed_out:
+        problems.append(f"hang: no answer and no close within {DEADLINE:.1f}s")
+    if ex.malformed:
+        problems.append(f"malformed response: {ex.malformed}")
+    for i, r in enumerate(ex.responses):
+        is_head = i == 0 and case.method == "HEAD"
+        code = ""
+        if r.status >= 400 and not is_head:
+            try:
+                err = r.json()["error"]
+                code = err["code"]
+                if not (isinstance(err["message"], str) and isinstance(err["type"], str) and isinstance(code, str)):
+                    problems.append(f"error envelope fields: {r.body[:200]!r}")
+                if "null" in r.body.decode("utf-8", "replace"):
+                    json.loads(r.body, object_pairs_hook=_no_null)
+            except (ValueError, KeyError, TypeError) as e:
+                problems.append(f"{r.status} without the JSON error envelope ({e}): {r.body[:200]!r}")
+        seen.append(f"{r.status} {code}".strip())
+        if r.status >= 500 and code not in INTENDED_5XX.get(r.status, ()) and not (is_head and r.status in INTENDED_5XX):
+            problems.append(f"router-made {r.status} {code}: {r.body[:200]!r}")
+        if r.status == 200 and r.headers.get("content-type", "").startswith("text/event-stream"):
+            tail = r.body.rstrip()
+            if not (tail.endswith(b"data: [DONE]") or b'"error"' in tail.rsplit(b"\n", 1)[-1]):
+                problems.append(f"SSE stream ends without [DONE] or an error event: {tail[-200:]!r}")
+    if case.mutated:
+        return problems, seen
+    n = len(ex.responses)
+    if case.rejected:
+        if n != 1 or ex.responses[0].status not in REJECT or not ex.closed:
+            problems.append(f"refusable request ({case.head_reject + case.server_reject}) got {seen}, "
+                            f"closed={ex.closed}")
+    elif case.body_reject:
+        if n > 1 or not ex.closed:
+            problems.append(f"broken body ({case.body_reject}) got {seen}, closed={ex.closed}")
+    elif not ex.timed_out:
+        first_closes = n >= 1 and (ex.responses[0].closes or (
+            case.raw.split(b"\r\n", 1)[0].endswith(b"HTTP/1.0")
+            and "keep-alive" not in ex.responses[0].headers.get("connection", "").lower()))
+        want = 2 if case.follower and not first_closes else 1
+        if n != want:
+            problems.append(f"expected {want} responses, got {seen}, closed={ex.closed}")
+        elif want == 2 and ex.responses[1].status != 200:
+            problems.append(f"the pipelined follower got {seen[1]}")
+    return problems, seen
+
+
+def _no_null(pairs: list[tuple[str, Any]]) -> dict:
+    for k, v in pairs:
+        if v is None:
+            raise ValueError(f"JSON null at {k}")
+    return dict(pairs)
+
+
+def fuzz_live(port: int, n: int, seed: int | None = None, sample: Callable[[int], None] | None = None) -> Tally:
+    tally = Tally("live router")
+    statuses: Counter = Counter()
+    slowest = [0.0]
+
+    @_settings(n, seed)
+    @given(cases())
+    def one(case: Case) -> None:
+        tally.cases += 1
+        expect = 1 + case.follower
+        heads = [case.method == "HEAD" and not case.rejected]  # a refused head is answered with a body
+        ex = exchange(port, case.raw, expect=expect, head=heads, deadline=DEADLINE)
+        problems, seen = judge_exchange(case, ex)
+        statuses.update(s.split(" ")[0] for s in seen)
+        slowest[0] = max(slowest[0], ex.seconds)
+        for p in problems:
+            tally.fail(f"{p} <- {case.framing} {'mutated ' if case.mutated else ''}{case.raw[:300]!r}")
+        if sample is not None:
+            sample(tally.cases)
+
+    one()
+    tally.outcomes = statuses
+    tally.figures["slowest exchange s"] = round(slowest[0], 2)
+    return tally
+
+
+def run(cases: int, parser_cases: int, seed: int | None, workdir: Path) -> dict:
+    started = time.monotonic()
+    sans_io = [fuzz_parser(parser_cases, seed), fuzz_chunked(parser_cases, seed), fuzz_relay(parser_cases // 4, seed)]
+    router = RouterProcess(workdir, router_config(), simulate=True).start()
+    rss: list[int] = []
+    fds: list[int] = []
+
+    def sample(i: int) -> None:
+        if i == max(1, cases // 10) or i % max(1, cases // 10) == 0:
+            rss.append(router.rss_kb())
+            fds.append(router.fds())
+
+    try:
+        live = fuzz_live(router.port, cases, seed, sample)
+        alive = router.alive()
+        rss.append(router.rss_kb())
+        fds.append(router.fds())
+    finally:
+        router.stop()
+    log = router.log_text()
+    crashes = log.count('"handler_error"') + log.count("Traceback")
+    return {
+        "tallies": sans_io + [live],
+        "router_alive": alive,
+        "router_crashes": crashes,
+        "rss_kb": rss,
+        "fds": fds,
+        "seconds": round(time.monotonic() - started, 1),
+        "log_tail": log[-2000:] if crashes else "",
+    }
+
+
+def report(result: dict) -> str:
+    rows = []
+    for t in result["tallies"]:
+        top = ", ".join(f"{k}: {v}" for k, v in t.outcomes.most_common(8))
+        rows.append([t.name, f"{t.cases:,}", t.failed, top])
+    rss = result["rss_kb"]
+    lines = [drillkit.md_table(["target", "cases", "failures", "outcomes (most common)"], rows), "",
+             f"router alive at the end: {result['router_alive']}; handler errors/tracebacks in its log: "
+             f"{result['router_crashes']}",
+             f"router RSS kB at 10% of the live cases -> end: {rss[0] if rss else '?'} -> {rss[-1] if rss else '?'}"
+             f" (peak {max(rss) if rss else '?'}); open fds {result['fds'][0]} -> {result['fds'][-1]}",
+             f"slowest live exchange: {result['tallies'][-1].figures.get('slowest exchange s')} s "
+             f"(hang deadline {DEADLINE:.1f} s); wall time {result['seconds']} s; {drillkit.machine()}"]
+    for t in result["tallies"]:
+        for f in t.failures[:10]:
+            lines.append(f"FAIL {t.name}: {f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", type=int, default=10_000, help="live requests against the router")
+    ap.add_argument("--parser-cases", type=int, default=20_000, help="cases per sans-IO target")
+    ap.add_argument("--seed", type=int, default=None)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(args.cases, args.parser_cases, args.seed, Path(tmp))
+    print(report(result))
+    failed = sum(t.failed for t in result["tallies"]) + result["router_crashes"] + (not result["router_alive"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Regression tests for the defects the drills found, each at the smallest scale that shows it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import VIBE, chat_body, wait_for
+from ollama_agent_router.api import MAX_JSON_DEPTH, json_depth
+from ollama_agent_router.relay import StreamStats, relay
+from ollama_agent_router.upstream import UpstreamError
+
+
+# ---- deeply nested JSON was a 500 (RecursionError), found by the fuzzer's "deep" bodies ------------------
+
+def nested(depth: int) -> bytes:
+    return b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"x":' + b"[" * depth + b"]" * depth + b"}"
+
+
+def test_json_depth_counts_without_recursing():
+    assert json_depth(1) == 0 and json_depth([]) == 1 and json_depth({"a": [1, {"b": []}]}) == 4
+    deep: list = []
+    for _ in range(50_000):
+        deep = [deep]
+    assert json_depth(deep) == 50_001
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat", "/v1/router/execute", "/v1/router/route"])
+def test_deep_json_is_a_400_at_every_depth(stack, path):
+    for depth in (MAX_JSON_DEPTH + 1, MAX_JSON_DEPTH + 10, 975, 980, 985, 5000, 100_000):
+        r = stack.request("POST", path, raw=nested(depth - 1))  # the outer object is one more level
+        assert r.status == 400 and r.json()["error"]["code"] == "invalid_json", (depth, r)
+    assert stack.request("POST", "/v1/chat/completions", raw=nested(MAX_JSON_DEPTH - 1)).status == 200
+
+
+# ---- an upstream cut mid-line glued the error event onto the half line, found by the relay fuzzer --------
+
+class _Upstream:
+    def __init__(self, pieces: list[bytes], error: UpstreamError | None) -> None:
+        self.pieces, self.error = pieces, error
+
+    async def chunks(self):
+        for piece in self.pieces:
+            yield piece
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        pass
+
+
+def relayed(pieces: list[bytes], *, native: bool = False, cut: bool = True) -> bytes:
+    async def main() -> bytes:
+        error = UpstreamError("closed", "the reply was cut off") if cut else None
+        out = [c async for c in relay(_Upstream(pieces, error), StreamStats(), time.perf_counter, native=native)]
+        return b"".join(out)
+    return asyncio.run(main())
+
+
+def test_sse_cut_mid_line_ends_with_a_whole_error_event():
+    out = relayed([b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\nda', b'ta: {"choices":[{"del'])
+    assert out.startswith(b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n')
+    assert out.count(b'data: {"choices"') == 1  # the half event never reaches the client
+    events = out.split(b"\n\n")
+    error = json.loads(events[-2][len(b"data: "):])
+    assert error["error"]["code"] == "upstream_stream_error"
+
+
+def test_sse_cut_inside_an_event_closes_that_event_first():
+    out = relayed([b'data: {"a":1}\n'])  # the line is whole, the event's blank line never came
+    assert out.endswith(b"\n\n") and out.startswith(b'data: {"a":1}\n\ndata: {"error"')
+
+
+def test_ndjson_cut_mid_line_ends_with_an_error_line():
+    out = relayed([b'{"message":{"content":"a"},"done":false}\n{"message":{"cont'], native=True)
+    lines = out.rstrip(b"\n").split(b"\n")
+    assert json.loads(lines[0])["message"]["content"] == "a"
+    assert "cut off" in json.loads(lines[-1])["error"]
+
+
+def test_stream_without_done_and_without_a_final_newline_still_ends_readably():
+    out = relayed([b'data: {"a":1}\n\ndata: {"b":2}'], cut=False)
+    assert out.startswith(b'data: {"a":1}\n\ndata: {"b":2}\n\n')  # what Ollama sent, untouched
+    assert json.loads(out.split(b"\n\n")[-2][len(b"data: "):])["error"]["message"].startswith("The model stream ended")
+
+
+def test_whole_lines_pass_through_as_they_come():
+    pieces = [b": router {}\n\n", b'data: {"x":1}\n\n', b"data: [DONE]\n\n"]
+    assert relayed(pieces, cut=False) == b"".join(pieces)
+
+
+# ---- HTTP/1.0 clients got chunked streams and no keep-alive confirmation, found by the live fuzzer -------
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5) -> tuple[bytes, bool]:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+            return out, True
+        except socket.timeout:
+            return out, False
+
+
+def test_http_1_0_stream_is_not_chunked_and_ends_with_the_connection(stack):
+    body = json.dumps(dict(chat_body("Hello there"), stream=True)).encode()
+    out, closed = raw_exchange(stack.port, b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body)
+                               + body)
+    head, _, payload = out.partition(b"\r\n\r\n")
+    assert closed and head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in head.lower() and b"Connection: close" in head
+    assert payload.startswith(b": router ") and payload.rstrip().endswith(b"data: [DONE]")
+
+
+def test_http_1_0_keep_alive_is_confirmed_and_honoured(stack):
+    request = b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    out, closed = raw_exchange(stack.port, request + request, timeout=1)
+    assert not closed and out.count(b"HTTP/1.1 200 OK") == 2 and out.count(b"Connection: keep-alive") == 2
+    out, closed = raw_exchange(stack.port, b"GET /health HTTP/1.0\r\n\r\n")
+    assert closed and b"Connection: close" in out
+
+
+# ---- queued jobs started during the shutdown grace period, found by the SIGTERM drill ---------------------
+
+def test_shutdown_starts_no_queued_job(stack_factory):
+    stack = stack_factory(sim_kw={"tokens_per_second": 20, "reply_tokens": 20})  # about a second a reply
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        stack.request("POST", "/v1/chat/completions", dict(chat_body("Hello there", allowAsync=False), model=VIBE))))
+        for _ in range(2)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: stack.app.scheduler.counts(VIBE)[1] == 2)  # both of the model's slots are taken
+    jobs = [stack.request("POST", "/v1/chat/completions", dict(chat_body(f"Hello there {i}", mode="async"),
+                                                                model=VIBE)).json()["id"] for i in range(3)]
+    calls = len(stack.chat_calls())
+    assert stack.call(stack.app.stop(10.0)) is True
+    for t in threads:
+        t.join(10)
+    assert [r.status for r in results] == [200, 200]
+    assert len(stack.chat_calls()) == calls  # the slots freed during the grace period went to no job
+    assert [stack.app.jobs.get(j).status for j in jobs] == ["queued"] * 3
+    assert all(stack.app.jobs.get(j).attempts == 0 for j in jobs)
