@@ -13,6 +13,7 @@ import json
 import random
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,7 @@ class OllamaSimulator:
         num_parallel: int = 1, max_queue: int = 512, max_loaded_models: int = 3,
         load_seconds_per_gb: float = 0.0, tokens_per_second: float = 0.0, reply_tokens: int = 8,
         stream_flavour: str = "current", version: str = "0.12.3", default_keep_alive: str = "5m",
-        ps_blocks_while_loading: bool = False, log: Logger | None = None,
+        ps_blocks_while_loading: bool = False, log: Logger | None = None, calls_kept: int = 10_000,
     ) -> None:
         if stream_flavour not in ("current", "legacy"):
             raise ValueError(f"stream_flavour must be 'current' or 'legacy', not {stream_flavour!r}")
@@ -85,8 +86,8 @@ class OllamaSimulator:
         self.log = log or Logger("warning")
         self.url = ""
         self.port = 0
-        # Observation, for tests.
-        self.calls: list[dict[str, Any]] = []
+        # Observation, for tests. Only the latest requests are kept: a simulator serving for days must not grow.
+        self.calls: deque[dict[str, Any]] = deque(maxlen=calls_kept)
         self.loads: list[str] = []
         self.keep_alive_refreshes: list[tuple[str, str]] = []
         self.sched = Scheduler(

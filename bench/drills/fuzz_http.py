@@ -8,7 +8,8 @@ exact expectation: random and mutated request lines and headers; duplicate and c
 malformed chunk sizes; invalid UTF-8 and invalid or deeply nested JSON; a pipelined follower request.
 Byte-level mutations on top lose the expectation but keep the generic checks.
 
-The live part drives a real router process (``serve --simulate``, small header/body timeouts) over
+The live part drives a real router process (``serve``, small header/body timeouts; the simulator runs in
+this process so the router's RSS is its own) over
 fresh TCP connections and judges every exchange: a strict client can parse the answer; no hang past
 the server's timeouts; no 5xx made by the router itself (503 refusals and 505 excepted); error bodies
 are the OpenAI envelope with no null; smuggling-shaped requests get 400/413/431/505 and the connection
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import drillkit
-from drillkit import TEST_CONFIG, RouterProcess, exchange, merge
+from drillkit import TEST_CONFIG, RouterProcess, SimThread, exchange, merge
 from hypothesis import HealthCheck, Phase, given, seed as hseed, settings, strategies as st
 
 from ollama_agent_router.http11 import ChunkedDecoder, ProtocolError, parse_head
@@ -607,8 +608,9 @@ def fuzz_relay(n: int, seed: int | None = None) -> Tally:
 
 # ---- live router ---------------------------------------------------------------------------------------
 
-def router_config() -> dict:
+def router_config(sim_url: str) -> dict:
     return merge(TEST_CONFIG, {
+        "ollama": {"baseUrl": sim_url},
         "server": {"host": "127.0.0.1", "requestBodyLimit": BODY_LIMIT, "headerTimeoutMs": HEADER_TIMEOUT_MS,
                    "bodyTimeoutMs": BODY_TIMEOUT_MS, "idleTimeoutMs": 2000, "maxHeaders": MAX_HEADERS,
                    "maxHeaderBytes": MAX_HEADER_BYTES},
@@ -703,22 +705,22 @@ def fuzz_live(port: int, n: int, seed: int | None = None, sample: Callable[[int]
 def run(cases: int, parser_cases: int, seed: int | None, workdir: Path) -> dict:
     started = time.monotonic()
     sans_io = [fuzz_parser(parser_cases, seed), fuzz_chunked(parser_cases, seed), fuzz_relay(parser_cases // 4, seed)]
-    router = RouterProcess(workdir, router_config(), simulate=True).start()
+    sim = SimThread()  # in this process, so the router's RSS is the router's alone
+    router = RouterProcess(workdir, router_config(sim.url)).start()
     rss: list[int] = []
     fds: list[int] = []
 
     def sample(i: int) -> None:
-        if i == max(1, cases // 10) or i % max(1, cases // 10) == 0:
+        if i % max(1, cases // 10) == 0:
             rss.append(router.rss_kb())
             fds.append(router.fds())
 
     try:
         live = fuzz_live(router.port, cases, seed, sample)
         alive = router.alive()
-        rss.append(router.rss_kb())
-        fds.append(router.fds())
     finally:
         router.stop()
+        sim.stop()
     log = router.log_text()
     crashes = log.count('"handler_error"') + log.count("Traceback")
     return {
@@ -741,8 +743,8 @@ def report(result: dict) -> str:
     lines = [drillkit.md_table(["target", "cases", "failures", "outcomes (most common)"], rows), "",
              f"router alive at the end: {result['router_alive']}; handler errors/tracebacks in its log: "
              f"{result['router_crashes']}",
-             f"router RSS kB at 10% of the live cases -> end: {rss[0] if rss else '?'} -> {rss[-1] if rss else '?'}"
-             f" (peak {max(rss) if rss else '?'}); open fds {result['fds'][0]} -> {result['fds'][-1]}",
+             f"router RSS kB at each tenth of the live cases: {', '.join(map(str, rss))}; open fds: "
+             f"{', '.join(map(str, result['fds']))}",
              f"slowest live exchange: {result['tallies'][-1].figures.get('slowest exchange s')} s "
              f"(hang deadline {DEADLINE:.1f} s); wall time {result['seconds']} s; {drillkit.machine()}"]
     for t in result["tallies"]:

@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "drills"))
 
 import fuzz_http  # noqa: E402
-from drillkit import RouterProcess  # noqa: E402
+from drillkit import RouterProcess, SimThread  # noqa: E402
 
 SEED = random.randrange(2**32)  # a new corner each run; the seed is in every failure message
 
@@ -33,7 +33,8 @@ def test_upstream_reader_and_relay_fuzz():
 
 
 def test_live_router_fuzz(tmp_path):
-    router = RouterProcess(tmp_path, fuzz_http.router_config(), simulate=True).start()
+    sim = SimThread()
+    router = RouterProcess(tmp_path, fuzz_http.router_config(sim.url)).start()
     try:
         rss_start = router.rss_kb()
         tally = fuzz_http.fuzz_live(router.port, 600, SEED)
@@ -41,6 +42,7 @@ def test_live_router_fuzz(tmp_path):
         rss_end = router.rss_kb()
     finally:
         router.stop()
+        sim.stop()
     _clean(tally)
     log = router.log_text()
     assert '"handler_error"' not in log and "Traceback" not in log, log[-3000:]

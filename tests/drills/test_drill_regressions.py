@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import VIBE, chat_body, wait_for
+from conftest import VIBE, chat_body, make_config, wait_for
 from ollama_agent_router.api import MAX_JSON_DEPTH, json_depth
 from ollama_agent_router.relay import StreamStats, relay
 from ollama_agent_router.upstream import UpstreamError
@@ -147,3 +147,22 @@ def test_shutdown_starts_no_queued_job(stack_factory):
     assert len(stack.chat_calls()) == calls  # the slots freed during the grace period went to no job
     assert [stack.app.jobs.get(j).status for j in jobs] == ["queued"] * 3
     assert all(stack.app.jobs.get(j).attempts == 0 for j in jobs)
+
+
+# ---- the simulator kept every request it ever saw, found by the fuzzer's RSS figure ------------------------
+
+def test_the_simulator_keeps_only_the_latest_calls():
+    from ollama_agent_router.simulator import OllamaSimulator
+
+    async def main() -> list[str]:
+        sim = OllamaSimulator.from_config(make_config(), calls_kept=10)
+        port = await sim.start()
+        for i in range(25):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET /nothing/{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            await reader.read()
+            writer.close()
+        await sim.stop()
+        return [c["path"] for c in sim.calls]
+
+    assert asyncio.run(main()) == [f"/nothing/{i}" for i in range(15, 25)]
