@@ -29,7 +29,10 @@ class Route:
     handler: HandlerFn
 
 
-NOT_FOUND = HttpError(404, "Not found", code="not_found")
+def not_found() -> HttpError:
+    """The one JSON 404 for every miss. A new error each time: a shared exception object would collect the
+    traceback of every raise, and with it the frames (requests, connections) of every miss, for good."""
+    return HttpError(404, "Not found", code="not_found")
 
 
 class RouteTable:
@@ -54,12 +57,12 @@ class RouteTable:
         path = raw_path
         if self.base:
             if not path.lower().startswith(self.base) or path[len(self.base) : len(self.base) + 1] not in ("/", ""):
-                raise NOT_FOUND
+                raise not_found()
             path = path[len(self.base) :] or "/"
         if path != "/" and path.endswith("/"):
             path = path[:-1]
         if "//" in path:
-            raise NOT_FOUND
+            raise not_found()
         methods = self._static.get(path.lower())
         if methods is not None:
             return methods, {}
@@ -68,7 +71,7 @@ class RouteTable:
             params: dict[str, str] = {}
             if len(pattern) == len(segs) and _match(pattern, segs, params):
                 return candidate, params
-        raise NOT_FOUND
+        raise not_found()
 
     def allowed(self, raw_path: str) -> str:
         """The Allow header value for a path (raises the JSON 404 for unknown paths)."""

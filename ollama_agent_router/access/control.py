@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..api import NOT_FOUND
+from ..api import not_found
 from ..config import ConfigError
 from ..config_types import PLANES, ApiKey, Config, ManagedAccess, PlaneConfig, TrafficLimit
 from ..errors import HttpError
@@ -200,7 +200,7 @@ class AccessControl:
 
     def _public(self, req: Request, gate: _Gate) -> Principal:
         if not gate.enabled:
-            self._deny(req, gate.candidates[0], "plane_disabled", NOT_FOUND)
+            self._deny(req, gate.candidates[0], "plane_disabled", not_found())
         client = self.client(req.client_ip, req.headers)
         cred = extract_credential(req.headers)
         if cred is not None and not self.has_keys and gate.anonymous:
@@ -284,7 +284,7 @@ class AccessControl:
         """Address, then client certificate, then key: each refusal is audited and counts as a failure."""
         admin = self.cfg.access.admin
         if not admin.enabled:
-            raise NOT_FOUND  # the same JSON 404 as any unknown route
+            raise not_found()  # the same JSON 404 as any unknown route
         client = self.client(req.client_ip, req.headers)
         ip = client.ip
         failures = ("auth-failures", client.bucket)

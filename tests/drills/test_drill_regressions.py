@@ -166,3 +166,22 @@ def test_the_simulator_keeps_only_the_latest_calls():
         return [c["path"] for c in sim.calls]
 
     assert asyncio.run(main()) == [f"/nothing/{i}" for i in range(15, 25)]
+
+
+# ---- every 404 pinned its request's frames forever (one shared exception object), found by the fuzzer's RSS --
+
+@pytest.mark.parametrize("path", ["/no/such/route", "/v1/admin/access/config"])  # unknown route; admin plane off
+def test_misses_do_not_keep_their_connections_alive(stack, path):
+    import gc
+
+    from ollama_agent_router.httpserver import _Connection
+
+    def live_connections() -> int:
+        gc.collect()
+        return sum(isinstance(o, _Connection) for o in gc.get_objects())
+
+    before = stack.run(live_connections)
+    for _ in range(30):
+        assert stack.request("GET", path).status == 404
+    wait_for(lambda: not stack.app.server.connections)
+    assert stack.run(live_connections) <= before + 2
