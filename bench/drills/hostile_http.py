@@ -380,7 +380,7 @@ def run(c: Config, workdir: Path) -> dict:
 def report(out: dict, c: Config) -> str:
     s, slow = out["smuggling"], out["slow"]
     lines = [
-        f"Smuggling shapes: {s['shapes']}; answered 400/413 (408 for bare LF) and closed: "
+        f"Smuggling shapes: {s['shapes']}; answered 400/413 (or 408 for bare LF) and closed: "
         f"{s['shapes'] - len(s['failures'])}; pipelined followers answered: {sum(r[3] for r in s['rows'])}",
         drillkit.md_table(["shape", "status", "closed", "follower answered"], s["rows"]), "",
         f"Slowloris: {slow['slowloris']} clients at one byte per {c.byte_interval:g}s, header timeout "
