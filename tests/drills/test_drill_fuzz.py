@@ -7,6 +7,8 @@ import random
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "drills"))
 
 import fuzz_http  # noqa: E402
@@ -32,6 +34,9 @@ def test_upstream_reader_and_relay_fuzz():
     _clean(fuzz_http.fuzz_relay(300, SEED))
 
 
+# The simulator's thread draws request ids from the random module while hypothesis builds a case, which
+# hypothesis takes for a strategy using it.
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 def test_live_router_fuzz(tmp_path):
     sim = SimThread()
     router = RouterProcess(tmp_path, fuzz_http.router_config(sim.url)).start()
