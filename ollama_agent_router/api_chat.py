@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from .api import Route, read_json
 from .errors import HttpError
 from .httpserver import Request, Response, StreamResponse, json_response
-from .jsonutil import completion_tokens, dumps
-from .relay import StreamStats, relay
+from .jsonutil import completion_tokens
+from .relay import StreamStats, relay, sse_comment
 from .routing import normalize_meta
 from .scheduler import WaitTimeout
 from .service import Exchange, Routed, forward_body, validate_chat_body
@@ -101,10 +101,8 @@ def _stream(app: "App", req: Request, routed: Routed, ex: Exchange, started: flo
         status = 200 if stats.completed and not stats.error else 502
         app.service.record(plane, routed, ex.model, "stream", status, time.perf_counter() - started, stats)
 
-    # The leading SSE comment carries the router metadata; SSE clients (the openai SDK too) skip comments.
-    prelude = b": router " + dumps(router) + b"\n\n"
-    chunks = relay(ex.response, stats, lambda: time.perf_counter() - started, prelude=prelude, on_end=done)
-    return StreamResponse(200, chunks, router_headers(router))
+    chunks = relay(ex.response, stats, lambda: time.perf_counter() - started, on_end=done)
+    return StreamResponse(200, chunks, router_headers(router), prelude=sse_comment("router", router))
 
 
 async def chat_completions(app: "App", req: Request, params: dict[str, str]) -> Response | StreamResponse:

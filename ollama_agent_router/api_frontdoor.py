@@ -18,8 +18,8 @@ from .api_chat import router_headers
 from .config_types import ModelSpec
 from .errors import HttpError
 from .httpserver import Request, Response, StreamResponse, json_response
-from .jsonutil import dumps, iso_ms
-from .relay import StreamStats, relay
+from .jsonutil import iso_ms
+from .relay import StreamStats, relay, sse_comment
 from .routing import RouterMeta, normalize_meta
 from .scheduler import WaitTimeout
 from .service import Exchange, Routed, forward_body, upstream_http_error
@@ -159,8 +159,8 @@ class FrontDoor:
             # NDJSON has no comment lines: the router metadata travels in the X-Router-* headers only.
             chunks = relay(ex.response, stats, clock, native=True, on_end=done)
             return StreamResponse(200, chunks, headers, content_type=NDJSON)
-        prelude = b": router " + dumps(router) + b"\n\n"
-        return StreamResponse(200, relay(ex.response, stats, clock, prelude=prelude, on_end=done), headers)
+        return StreamResponse(200, relay(ex.response, stats, clock, on_end=done), headers,
+                              prelude=sse_comment("router", router))
 
     async def _answer(self, ex: Exchange, router: dict, task: str | None, started: float) -> Response:
         result = await self.app.service.read_result(ex)

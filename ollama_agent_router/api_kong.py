@@ -19,7 +19,7 @@ from .config_types import PRIORITIES, to_json
 from .errors import HttpError
 from .httpserver import Request, Response, StreamResponse, json_response
 from .jsonutil import dumps, iso_ms
-from .relay import StreamStats, relay
+from .relay import StreamStats, relay, sse_comment
 from .routing import RouterMeta, normalize_meta
 from .scheduler import WaitTimeout
 from .service import Exchange, forward_body, validate_chat_body
@@ -169,11 +169,10 @@ class KongHandlers:
 
         # SSE clients skip comment lines; a gateway that wants the node's facts reads them here or in the headers.
         head = {"nodeId": self.node_id, "selectedModel": ex.model, "queueTimeMs": ex.queue_ms}
-        prelude = b": router " + dumps(head) + b"\n\n"
-        chunks = relay(ex.response, stats, lambda: time.perf_counter() - started, prelude=prelude, on_end=done)
+        chunks = relay(ex.response, stats, lambda: time.perf_counter() - started, on_end=done)
         headers = [("X-Router-Node-Id", self.node_id), ("X-Router-Selected-Model", ex.model),
                    ("X-Router-Queue-Time-Ms", str(ex.queue_ms))]
-        return StreamResponse(200, chunks, headers)
+        return StreamResponse(200, chunks, headers, prelude=sse_comment("router", head))
 
     async def create_job(self, req: Request, params: dict[str, str]) -> Response:
         started = time.perf_counter()

@@ -64,7 +64,7 @@ class Response:
 class StreamResponse:
     """A chunked response whose body is produced by an async iterator, written as it yields."""
 
-    __slots__ = ("status", "chunks", "headers", "content_type")
+    __slots__ = ("status", "chunks", "headers", "content_type", "prelude")
 
     def __init__(
         self,
@@ -72,11 +72,13 @@ class StreamResponse:
         chunks: AsyncIterator[bytes],
         headers: list[tuple[str, str]] | None = None,
         content_type: str = "text/event-stream",
+        prelude: bytes = b"",
     ) -> None:
         self.status = status
         self.chunks = chunks
         self.headers = headers if headers is not None else []
         self.content_type = content_type
+        self.prelude = prelude  # known before the body starts: goes out in the same write as the head
 
 
 def json_response(status: int, obj: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -407,6 +409,9 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.responding = True
+        prelude = response.prelude
+        if prelude:
+            head += b"%x\r\n%b\r\n" % (len(prelude), prelude) if chunked else prelude
         transport.write(head)
         chunks = response.chunks
         try:

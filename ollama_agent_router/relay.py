@@ -63,19 +63,21 @@ def _ndjson_done(window: bytes) -> bool:
     return b'"done":true' in window or b'"done": true' in window
 
 
+def sse_comment(name: str, obj: object) -> bytes:
+    """An SSE comment line carrying ``obj``: SSE clients (the openai SDK too) skip comments."""
+    return b": " + name.encode() + b" " + dumps(obj) + b"\n\n"
+
+
 async def relay(resp: UpstreamResponse, stats: StreamStats, clock: Callable[[], float], *, native: bool = False,
-                prelude: bytes = b"", on_end: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+                on_end: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
     """Relay an OpenAI SSE stream, or an Ollama-native NDJSON stream when ``native``.
 
-    ``prelude`` (the router's SSE comment line) goes first; ``on_end`` runs exactly once however the
-    stream ends (completion, upstream failure, client disconnect).
+    ``on_end`` runs exactly once however the stream ends (completion, upstream failure, client disconnect).
     """
     tail = b""
     partial = b""  # the end of the last chunk after its last newline: a line still being written
     sent_end = b"\n\n"  # the last bytes passed on, to tell whether the client is between events
     try:
-        if prelude:
-            yield prelude
         try:
             async for chunk in resp.chunks():
                 if stats.first_byte_at is None:

@@ -102,6 +102,16 @@ class _ModelFacts:
                    m.allow_when_busy, m.max_concurrent, m.cost_class == "low", m.cost_class == "high")
 
 
+class _Fixed(NamedTuple):
+    """A model's score parts that depend only on the config and the request's task type and complexity."""
+
+    prefix: float  # base + routePosition + priority + purpose + tag, summed in the spec's order
+    route: int
+    purpose: int
+    tag: int
+    cost: int
+
+
 class RoutingTable:
     """Config-derived lookups, built once so a decision allocates as little as possible."""
 
@@ -122,6 +132,11 @@ class RoutingTable:
         self.required_mb = {m.name: m.size_gb * 1024 + cfg.gpu.vram_safety_reserve_mb for m in cfg.models}
         self.facts = {m.name: _ModelFacts.of(m, self.required_mb[m.name]) for m in cfg.models}
         self.task_types = frozenset(cfg.routes) | frozenset(t for m in cfg.models for t in m.purpose)
+        # Any task type the config never names scores and selects like every other such type, so the
+        # caches below stay bounded by the config whatever task types clients send.
+        self._named_types = frozenset(cfg.routes) | frozenset(self.by_purpose)
+        self._base: dict[str | None, tuple[str, ...]] = {}
+        self._fixed: dict[tuple[str | None, str], dict[str, _Fixed]] = {}
 
     def resolve(self, name: str) -> str | None:
         """A configured model name for a client-supplied name or alias, with or without ``:latest``."""
@@ -152,6 +167,27 @@ class RoutingTable:
         if task_type in self.routes:
             return self.routes[task_type]
         return self.routes.get("unknown", ())
+
+    def base_candidates(self, task_type: str) -> tuple[str, ...]:
+        """Candidates when the request prefers, forbids and pins nothing: the route list, then purpose/tags."""
+        key = task_type if task_type in self._named_types else None
+        names = self._base.get(key)
+        if names is None:
+            ordered = dict.fromkeys(self.route_list(task_type))
+            ordered.update(dict.fromkeys(self.by_purpose.get(task_type, ())))
+            names = self._base[key] = tuple(n for n in ordered if n in self.models)
+        return names
+
+    def fixed_parts(self, task_type: str, complexity: str) -> dict[str, _Fixed]:
+        level = complexity if complexity in ("heavy", "light") else ""
+        key = (task_type if task_type in self._named_types else None, level)
+        parts = self._fixed.get(key)
+        if parts is None:
+            positions = self.route_positions(task_type)
+            parts = self._fixed[key] = {
+                name: _fixed_parts(m, task_type, positions.get(name), level) for name, m in self.facts.items()
+            }
+        return parts
 
 
 def _bad(message: str) -> HttpError:
@@ -218,8 +254,11 @@ def normalize_meta(raw: Any, cfg: Config, *, lenient: bool = False) -> RouterMet
     )
 
 
-def candidate_names(meta: RouterMeta, task_type: str, table: RoutingTable, pinned: str | None = None) -> list[str]:
+def candidate_names(meta: RouterMeta, task_type: str, table: RoutingTable,
+                    pinned: str | None = None) -> tuple[str, ...]:
     """Preferred models, then the route list, then purpose/tag matches; unknown and forbidden removed."""
+    if pinned is None and not meta.preferred_models and not meta.forbidden_models:
+        return table.base_candidates(task_type)
     ordered: dict[str, None] = {}
     if pinned is not None:
         ordered[pinned] = None
@@ -232,28 +271,33 @@ def candidate_names(meta: RouterMeta, task_type: str, table: RoutingTable, pinne
     for name in table.by_purpose.get(task_type, ()):
         ordered.setdefault(name, None)
     forbidden = {table.resolve(n) or n for n in meta.forbidden_models}
-    return [n for n in ordered if n in table.models and n not in forbidden]
+    return tuple(n for n in ordered if n in table.models and n not in forbidden)
 
 
 class _Request(NamedTuple):
     """Per-decision constants, computed once rather than once per candidate."""
 
-    task_type: str
-    positions: Mapping[str, int]
     preferred: Mapping[str, int]
     free_mb: float
     gpu_only: bool
     no_gpu: bool
-    heavy: bool
-    light: bool
     explain: bool
 
 
-def _evaluate(m: _ModelFacts, state: ModelState, r: _Request) -> Candidate:
-    """Blocks (spec §5.4: gpu_only, busy; then our cooldown) and the additive score of §5.5, in one pass.
+def _fixed_parts(m: _ModelFacts, task_type: str, idx: int | None, complexity: str) -> _Fixed:
+    """The config-only part of the score of spec §5.5.
 
     A model outside the route list gets route bonus 0 (the original's index -1 gave it +58).
     """
+    route = 50 - 8 * idx if idx is not None and idx < 7 else 0
+    purpose = 25 if task_type in m.purpose else 0
+    tag = 15 if task_type in m.tags else 0
+    cost = 20 if (complexity == "heavy" and m.high_cost) else (15 if (complexity == "light" and m.low_cost) else 0)
+    return _Fixed(100 + route + m.priority + purpose + tag, route, purpose, tag, cost)
+
+
+def _evaluate(m: _ModelFacts, f: _Fixed, state: ModelState, r: _Request) -> Candidate:
+    """Blocks (spec §5.4: gpu_only, busy; then our cooldown) and the additive score of §5.5, in one pass."""
     running = state.running
     blocked = None
     if r.gpu_only and (
@@ -266,25 +310,20 @@ def _evaluate(m: _ModelFacts, state: ModelState, r: _Request) -> Candidate:
         blocked = "busy"
     elif state.cooldown:
         blocked = "cooldown"
-    idx = r.positions.get(m.name)
-    route = 50 - 8 * idx if idx is not None and idx < 7 else 0
-    purpose = 25 if r.task_type in m.purpose else 0
-    tag = 15 if r.task_type in m.tags else 0
     p = r.preferred.get(m.name)
     preferred = 80 - 10 * p if p is not None else 0
     loaded = 20 if state.loaded else 0
-    cost = 20 if (r.heavy and m.high_cost) else (15 if (r.light and m.low_cost) else 0)
     headroom = r.free_mb - m.required_mb
     vram = min(25.0, headroom / 512) if headroom > 0 else (-60.0 if headroom < 0 else 0.0)
     queue = -18 * state.waiting
     run = -25 * running
     exclusive = -80 * running if m.exclusive else 0
-    total = 100 + route + m.priority + purpose + tag + preferred + loaded + cost + vram + queue + run + exclusive
+    total = f.prefix + preferred + loaded + f.cost + vram + queue + run + exclusive
     if not r.explain:
         return Candidate(m.name, total, blocked)
     parts = (
-        ("base", 100), ("routePosition", route), ("priority", m.priority), ("purpose", purpose), ("tag", tag),
-        ("preferred", preferred), ("loaded", loaded), ("complexity", cost), ("vram", vram), ("queue", queue),
+        ("base", 100), ("routePosition", f.route), ("priority", m.priority), ("purpose", f.purpose), ("tag", f.tag),
+        ("preferred", preferred), ("loaded", loaded), ("complexity", f.cost), ("vram", vram), ("queue", queue),
         ("running", run), ("exclusive", exclusive),
     )
     return Candidate(m.name, total, blocked, parts)
@@ -303,22 +342,19 @@ def decide(meta: RouterMeta, task_type: str, complexity: str, table: RoutingTabl
     preferred_index = table.preferred_index(meta) if meta.preferred_models else {}
     vram_total = table.cfg.gpu.vram_total_mb
     r = _Request(
-        task_type=task_type,
-        positions=table.route_positions(task_type),
         preferred=preferred_index,
         free_mb=view.gpu_free_mb if view.gpu_free_mb is not None else vram_total,
         gpu_only=meta.require_gpu_only,
         no_gpu=view.gpu_free_mb is None and vram_total <= 0,
-        heavy=complexity == "heavy",
-        light=complexity == "light",
         explain=explain or meta.explain,
     )
     available: list[Candidate] = []
     blocked: list[Candidate] = []
     states = view.models
     facts = table.facts
+    fixed = table.fixed_parts(task_type, complexity)
     for name in names:
-        c = _evaluate(facts[name], states.get(name, IDLE), r)
+        c = _evaluate(facts[name], fixed[name], states.get(name, IDLE), r)
         (available if c.blocked is None else blocked).append(c)
     # Stable sort: ties keep candidate order (preferred, route, purpose).
     available.sort(key=lambda c: -c.score)
@@ -327,7 +363,7 @@ def decide(meta: RouterMeta, task_type: str, complexity: str, table: RoutingTabl
         available.sort(key=lambda c: c.name != pinned)
     ranked = tuple(available)
     blocked_t = tuple(blocked)
-    cand_t = tuple(names)
+    cand_t = names
     top = ranked[0] if ranked else None
     busy = [c for c in blocked if c.blocked == "busy"]
 

@@ -31,6 +31,9 @@ class FastSimulator:
         self.reply_tokens = max(1, reply_tokens)
         self._server: asyncio.base_events.Server | None = None
         self.url = ""
+        # A stream is the same bytes for every request in the same second: render it once, so the
+        # upstream stays zero-delay for a 200-chunk reply too.
+        self._last_stream: tuple[tuple[str, int, bool], bytes] | None = None
         tags = {"models": [{"name": m, "model": m, "modified_at": "2026-01-01T00:00:00Z", "size": 4_000_000_000,
                             "digest": "0" * 64, "details": {"parent_model": "", "format": "gguf", "family": "llama",
                                                            "families": ["llama"], "parameter_size": "7B",
@@ -76,6 +79,12 @@ class FastSimulator:
         return _reply("200 OK", b"application/json", dumps(out) + b"\n")
 
     def _stream(self, model: str, created: int, usage: dict, include_usage: bool) -> bytes:
+        key = (model, created, include_usage)
+        if self._last_stream is None or self._last_stream[0] != key:
+            self._last_stream = (key, self._render_stream(model, created, usage, include_usage))
+        return self._last_stream[1]
+
+    def _render_stream(self, model: str, created: int, usage: dict, include_usage: bool) -> bytes:
         head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": created, "model": model,
                 "system_fingerprint": "fp_ollama"}
         events = []

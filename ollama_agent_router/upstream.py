@@ -43,6 +43,7 @@ class _Timeout(Exception):
     pass
 
 
+_FIRST_PIECE = 1024  # bytes of a chunked reply decoded and passed on before the rest of the first read
 _HIGH_WATER = 256 * 1024  # unread reply bytes at which the connection stops reading (a slow client downstream)
 _MAX_HEAD = 64 * 1024
 
@@ -152,7 +153,8 @@ class UpstreamResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives: each item is everything decoded since the previous one, so bytes that
-        arrived together leave together (one write downstream), and nothing waits for more to come."""
+        arrived together leave together (one write downstream; the first read of a chunked reply in two),
+        and nothing waits for more to come."""
         conn = self._conn
         if conn is None:
             return
@@ -160,16 +162,22 @@ class UpstreamResponse:
         try:
             if self._chunked:
                 decoder = ChunkedDecoder(limit=1 << 62)
+                # The first read of a fast stream often holds the whole reply: decode a little of it
+                # first, so the client's first token does not wait for the decoding of all the others.
+                piece: int | None = _FIRST_PIECE
                 while True:
                     if conn.buf:
-                        rest = decoder.feed(conn.take())
+                        rest = decoder.feed(conn.take(piece))
+                        piece = None
                         if decoder.body:
                             yield bytes(decoder.body)
                             decoder.body.clear()
                         if decoder.done:
-                            if rest:
+                            if rest or conn.buf:
                                 raise ValueError("bytes after the end of the reply")
                             break
+                        if conn.buf:
+                            continue
                     await conn.wait()
             elif self._length is not None:
                 remaining = self._length

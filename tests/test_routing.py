@@ -62,6 +62,20 @@ def test_unknown_task_falls_back_to_unknown_route():
     assert d.candidates == (VIBE,)
 
 
+def test_cached_score_parts_match_a_fresh_table_and_stay_bounded():
+    # The table caches each model's config-only score parts per task type and complexity; a client
+    # naming thousands of task types must neither grow that cache nor see another type's answer.
+    table = RoutingTable(CFG)
+    cases = [("code_generate", "medium"), ("bogus_a", "light"), ("bogus_b", "heavy"), ("simple_chat", "light"),
+             ("code_generate", "heavy"), ("simple_chat", "weird")] + [(f"t{i}", "light") for i in range(300)]
+    for task, complexity in cases:
+        got = decide(meta(), task, complexity, table, FREE, explain=True)
+        fresh = decide(meta(), task, complexity, RoutingTable(CFG), FREE, explain=True)
+        assert (got.candidates, got.ranked, got.reason) == (fresh.candidates, fresh.ranked, fresh.reason)
+    assert len(table._fixed) <= 3 * (len(table._named_types) + 1)
+    assert len(table._base) <= len(table._named_types) + 1
+
+
 def make_config_models():
     from conftest import TEST_CONFIG
 
