@@ -8,6 +8,7 @@ a model outside the route list gets no route bonus, and the async paths never pi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Mapping, NamedTuple
 
 from .config_types import PRIORITIES, Config, ModelSpec
@@ -329,6 +330,9 @@ def _evaluate(m: _ModelFacts, f: _Fixed, state: ModelState, r: _Request) -> Cand
     return Candidate(m.name, total, blocked, parts)
 
 
+_SCORE = attrgetter("score")
+
+
 def score_text(value: float) -> str:
     return to_fixed1(value)
 
@@ -356,8 +360,8 @@ def decide(meta: RouterMeta, task_type: str, complexity: str, table: RoutingTabl
     for name in names:
         c = _evaluate(facts[name], fixed[name], states.get(name, IDLE), r)
         (available if c.blocked is None else blocked).append(c)
-    # Stable sort: ties keep candidate order (preferred, route, purpose).
-    available.sort(key=lambda c: -c.score)
+    # Stable sort (reverse=True keeps it stable): ties keep candidate order (preferred, route, purpose).
+    available.sort(key=_SCORE, reverse=True)
     if pinned is not None:
         # A pinned model is chosen whenever it can run; the others stay as failover targets.
         available.sort(key=lambda c: c.name != pinned)
