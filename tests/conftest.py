@@ -99,15 +99,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float
         time.sleep(interval)
 
 
-class Stack:
-    """A simulator and a router on loopback, in a background event loop."""
+class LoopThread:
+    """An event loop on a daemon thread, steered from the test's thread."""
 
-    def __init__(self, cfg_override: dict | None = None, *, sim_kw: dict | None = None,
-                 app_kw: dict | None = None, simulated_gpu: bool = True) -> None:
-        self.cfg_override = cfg_override or {}
-        self.sim_kw = sim_kw or {}
-        self.app_kw = app_kw or {}
-        self.simulated_gpu = simulated_gpu
+    def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -115,12 +110,28 @@ class Stack:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def run(self, fn: Callable[[], Any]) -> Any:
-        """Run a plain function on the stack's loop (to read or change state without races)."""
+        """Run a plain function on the loop (to read or change state without races)."""
 
         async def wrapper() -> Any:
             return fn()
 
         return self.call(wrapper())
+
+    def end_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class Stack(LoopThread):
+    """A simulator and a router on loopback, in a background event loop."""
+
+    def __init__(self, cfg_override: dict | None = None, *, sim_kw: dict | None = None,
+                 app_kw: dict | None = None, simulated_gpu: bool = True) -> None:
+        super().__init__()
+        self.cfg_override = cfg_override or {}
+        self.sim_kw = sim_kw or {}
+        self.app_kw = app_kw or {}
+        self.simulated_gpu = simulated_gpu
 
     def start(self) -> "Stack":
         from ollama_agent_router.app import App
@@ -153,8 +164,7 @@ class Stack:
             self.call(self.app.stop(2.0))
             self.call(self.sim.stop())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
+            self.end_loop()
 
     def chat_calls(self, model: str | None = None, path: str = "/v1/chat/completions") -> list[dict]:
         """What reached the simulator's chat route (the runtime's /api/ps polls left out)."""

@@ -7,7 +7,6 @@ plain checkout and the CI variants under ``tests/drills`` can import the drills 
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import os
@@ -15,38 +14,23 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
-for _p in (str(ROOT), str(ROOT / "tests")):
+for _p in (str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from conftest import TEST_CONFIG, merge, wait_for  # noqa: E402
+from benchkit import free_port, rss_kb  # noqa: E402
+from conftest import TEST_CONFIG, LoopThread, merge, wait_for  # noqa: E402
 
 __all__ = [
     "ROOT", "TEST_CONFIG", "merge", "wait_for", "free_port", "RouterProcess", "SimThread", "RawResponse",
     "Exchange", "parse_response", "exchange", "call", "percentile", "md_table", "rss_kb", "open_fds",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_kb(pid: int) -> int:
-    """Resident memory of a process (kB), from /proc."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def open_fds(pid: int) -> int:
@@ -126,33 +110,22 @@ class RouterProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-class SimThread:
+class SimThread(LoopThread):
     """The simulator on its own event loop and thread, so it outlives router processes and can be steered."""
 
     def __init__(self, **sim_kw: Any) -> None:
         from ollama_agent_router.config import parse_config
         from ollama_agent_router.simulator import OllamaSimulator
 
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        super().__init__()
         self.thread.start()
         self.sim = OllamaSimulator.from_config(parse_config(TEST_CONFIG), **sim_kw)
         self.call(self.sim.start())
         self.url = self.sim.url
 
-    def call(self, coro: Any, timeout: float = 30.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def run(self, fn: Callable[[], Any]) -> Any:
-        async def wrapper() -> Any:
-            return fn()
-
-        return self.call(wrapper())
-
     def stop(self) -> None:
         self.call(self.sim.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.end_loop()
 
 
 # ---- raw HTTP -----------------------------------------------------------------------------------------

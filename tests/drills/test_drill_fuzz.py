@@ -17,21 +17,21 @@ from drillkit import RouterProcess, SimThread  # noqa: E402
 SEED = random.randrange(2**32)  # a new corner each run; the seed is in every failure message
 
 
-def _clean(tally: fuzz_http.Tally) -> None:
+def expect_clean(tally: fuzz_http.Tally) -> None:
     assert tally.cases > 0
     assert not tally.failures, f"seed {SEED}: {tally.failed} failures, e.g. {tally.failures[:5]}"
 
 
 def test_parse_head_fuzz():
-    _clean(fuzz_http.fuzz_parser(1000, SEED))
+    expect_clean(fuzz_http.fuzz_parser(1000, SEED))
 
 
 def test_chunked_decoder_fuzz():
-    _clean(fuzz_http.fuzz_chunked(1500, SEED))
+    expect_clean(fuzz_http.fuzz_chunked(1500, SEED))
 
 
 def test_upstream_reader_and_relay_fuzz():
-    _clean(fuzz_http.fuzz_relay(300, SEED))
+    expect_clean(fuzz_http.fuzz_relay(300, SEED))
 
 
 # The simulator's thread draws request ids from the random module while hypothesis builds a case, which
@@ -48,7 +48,7 @@ def test_live_router_fuzz(tmp_path):
     finally:
         router.stop()
         sim.stop()
-    _clean(tally)
+    expect_clean(tally)
     log = router.log_text()
     assert '"handler_error"' not in log and "Traceback" not in log, log[-3000:]
     assert rss_end < rss_start * 1.25, (rss_start, rss_end)
