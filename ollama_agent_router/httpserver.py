@@ -416,7 +416,9 @@ class _Connection(asyncio.Protocol):
         chunks = response.chunks
         try:
             async for chunk in chunks:
-                if self.closed:
+                # A failed send marks the transport closing at once; connection_lost only comes on the
+                # next loop turn, and a generator with events ready would write into the void until then.
+                if self.closed or transport.is_closing():
                     break
                 if chunk:
                     transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
@@ -426,7 +428,7 @@ class _Connection(asyncio.Protocol):
                     if not waiter.done():
                         raise asyncio.TimeoutError
                     waiter.result()  # raises if the connection went away while we waited
-            if not self.closed and chunked:
+            if not self.closed and not transport.is_closing() and chunked:
                 transport.write(b"0\r\n\r\n")
         except asyncio.TimeoutError:
             self._abort()  # the client stopped reading
