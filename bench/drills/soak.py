@@ -15,9 +15,11 @@ refusals such as a queue timeout), or unexpected (anything else, including a cut
 did not cause). The router's RSS and open file descriptors are sampled every second and sync latency is
 kept per window (a tenth of the run).
 
-Figures: RSS and fds after the first window stay within +-10% of the second window's (fds: at least +-2,
-as the clients' own reconnects move the count by one or two); no unexpected answer; sync p99 per window
-stays within twice the second window's (plus 50 ms of scheduling noise).
+Figures: RSS after the first window stays within +-10% of the second window's; the most descriptors open
+at once in a window stays within +10% (at least +2) of the second window's most. The fewest swing by 3 to
+5 from one second to the next as clients drop streams and reconnect, so only the ceiling shows a leak,
+which raises it for good. No unexpected answer; sync p99 per window stays within twice the second
+window's (plus 50 ms of scheduling noise).
 """
 
 from __future__ import annotations
@@ -269,14 +271,14 @@ def judge_run(soak: Soak) -> dict:
     ws = soak.windows
     base = ws[1] if len(ws) > 1 else ws[0]
     later = ws[1:] or ws
-    rss_base, fds_base = max(base.rss_kb), min(base.fds)
+    rss_base, fds_base = max(base.rss_kb), max(base.fds)
     p99 = [percentile(w.sync_latency, 99) for w in ws]
     failures = []
     for i, w in enumerate(later, start=1):
         if abs(max(w.rss_kb) - rss_base) > 0.10 * rss_base:
             failures.append(f"window {i}: RSS {max(w.rss_kb)} kB vs {rss_base} kB in window 1")
-        if abs(min(w.fds) - fds_base) > max(0.10 * fds_base, 2):  # the clients' own reconnects move it by one or two
-            failures.append(f"window {i}: {min(w.fds)} open fds vs {fds_base} in window 1")
+        if max(w.fds) - fds_base > max(0.10 * fds_base, 2):
+            failures.append(f"window {i}: up to {max(w.fds)} open fds vs {fds_base} in window 1")
         if p99[i] > 2 * p99[1] + 0.05:
             failures.append(f"window {i}: sync p99 {p99[i] * 1000:.0f} ms vs {p99[1] * 1000:.0f} ms in window 1")
     unexpected = [u for w in ws for u in w.unexpected]
@@ -306,13 +308,14 @@ def report(soak: Soak, j: dict, end: dict) -> str:
     for i, w in enumerate(j["windows"]):
         rows.append([i, f"{w.started - soak.t0:.0f}", sum(w.answers.values()), len(w.unexpected),
                      len(w.sync_latency), f"{percentile(w.sync_latency, 50) * 1000:.0f}",
-                     f"{j['p99'][i] * 1000:.0f}", max(w.rss_kb) if w.rss_kb else "-", min(w.fds) if w.fds else "-"])
+                     f"{j['p99'][i] * 1000:.0f}", max(w.rss_kb) if w.rss_kb else "-",
+                     f"{min(w.fds)}–{max(w.fds)}" if w.fds else "-"])
     total = sum(j["totals"].values())
     return "\n".join([
         f"soak {soak.seconds:.0f} s; answers {total:,}; unexpected {j['unexpected']}; streams dropped by clients "
         f"{soak.dropped_streams}; router alive at the end {end['alive']}",
         drillkit.md_table(["window", "from s", "answers", "unexpected", "sync ok", "sync p50 ms", "sync p99 ms",
-                           "RSS kB (max)", "fds (min)"], rows),
+                           "RSS kB (max)", "fds (min–max)"], rows),
         "answers by kind: " + ", ".join(f"{k}: {v}" for k, v in sorted(j["totals"].items())),
         drillkit.machine(),
     ] + [f"FAIL {f}" for f in j["failures"]])
