@@ -451,6 +451,12 @@ def _closing_events(final: dict[str, Any], include_usage: bool, prompt_tokens: i
     return events
 
 
+def _openai_object(id_: str, kind: str, created: int, model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """The envelope every OpenAI-compatible reply and chunk of Ollama's shares, in its field order."""
+    return {"id": id_, "object": kind, "created": created, "model": model, "system_fingerprint": "fp_ollama",
+            "choices": choices}
+
+
 class ChatSseWriter:
     """Turns native generation events into /v1/chat/completions chunks in the chosen flavour.
 
@@ -471,14 +477,8 @@ class ChatSseWriter:
         self.sent_tools = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None, choices: bool = True) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": int(self.clock()) if self.legacy else self.created,
-            "model": self.model,
-            "system_fingerprint": "fp_ollama",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else [],
-        }
+        return _openai_object(self.id, "chat.completion.chunk", int(self.clock()) if self.legacy else self.created,
+                              self.model, [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else [])
 
     def _delta(self, **fields: Any) -> dict[str, Any]:
         if self.legacy:
@@ -522,15 +522,10 @@ def chat_completion(model: str, reply_text: str, reasoning: str, tool_calls: lis
         message["tool_calls"] = openai_tool_calls(tool_calls)
         if done_reason == "stop":
             done_reason = "tool_calls"
-    return {
-        "id": f"chatcmpl-{rng.randint(0, 998)}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": "fp_ollama",
-        "choices": [{"index": 0, "message": message, "finish_reason": done_reason}],
-        "usage": usage(prompt_tokens, completion_tokens),
-    }
+    out = _openai_object(f"chatcmpl-{rng.randint(0, 998)}", "chat.completion", int(time.time()), model,
+                         [{"index": 0, "message": message, "finish_reason": done_reason}])
+    out["usage"] = usage(prompt_tokens, completion_tokens)
+    return out
 
 
 class CompletionSseWriter:
@@ -543,11 +538,8 @@ class CompletionSseWriter:
         self.created = int(time.time())
 
     def _chunk(self, text: str, finish: str | None) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-            "system_fingerprint": "fp_ollama",
-            "choices": [{"text": text, "index": 0, "finish_reason": finish}],
-        }
+        out = _openai_object(self.id, "text_completion", self.created, self.model,
+                             [{"text": text, "index": 0, "finish_reason": finish}])
         if self.include_usage:
             out["usage"] = usage(0, 0)
         return out
@@ -564,12 +556,7 @@ class CompletionSseWriter:
 
 def text_completion(model: str, text: str, done_reason: str, prompt_tokens: int, completion_tokens: int,
                     rng: random.Random) -> dict[str, Any]:
-    return {
-        "id": f"cmpl-{rng.randint(0, 998)}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": "fp_ollama",
-        "choices": [{"text": text, "index": 0, "finish_reason": done_reason}],
-        "usage": usage(prompt_tokens, completion_tokens),
-    }
+    out = _openai_object(f"cmpl-{rng.randint(0, 998)}", "text_completion", int(time.time()), model,
+                         [{"text": text, "index": 0, "finish_reason": done_reason}])
+    out["usage"] = usage(prompt_tokens, completion_tokens)
+    return out

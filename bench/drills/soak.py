@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import drillkit
 from drillkit import TEST_CONFIG, RouterProcess, SimThread, merge, percentile
@@ -160,98 +160,79 @@ class Soak:
             self.window.unexpected.append(f"{kind}: {type(e).__name__}: {e}")
 
     # ---- the clients ----
-    async def sync_client(self, i: int) -> None:
+    async def repeat(self, kind: str, pause: float, step: Callable[[Conn, int], Awaitable[None]]) -> None:
+        """One client: ``step`` (the n-th exchange) on a keep-alive connection, then a pause, until the end."""
         conn = Conn(self.port)
         n = 0
         while self.running():
             n += 1
-            body = {"model": "auto", "messages": [{"role": "user", "content": PROMPTS[(i + n) % len(PROMPTS)]}],
-                    "router": {"allowAsync": False}}
-
-            async def one() -> None:
-                started = time.monotonic()
-                status, data = await conn.request("POST", "/v1/chat/completions", body)
-                if status == 200:
-                    self.window.sync_latency.append(time.monotonic() - started)
-                self.judge("sync", status, data)
-
-            await self.guarded("sync", conn, one())
-            await asyncio.sleep(0.05)
+            await self.guarded(kind, conn, step(conn, n))
+            await asyncio.sleep(pause)
         conn.close()
 
+    async def sync_client(self, i: int) -> None:
+        async def one(conn: Conn, n: int) -> None:
+            body = {"model": "auto", "messages": [{"role": "user", "content": PROMPTS[(i + n) % len(PROMPTS)]}],
+                    "router": {"allowAsync": False}}
+            started = time.monotonic()
+            status, data = await conn.request("POST", "/v1/chat/completions", body)
+            if status == 200:
+                self.window.sync_latency.append(time.monotonic() - started)
+            self.judge("sync", status, data)
+
+        await self.repeat("sync", 0.05, one)
+
     async def stream_client(self, i: int) -> None:
-        conn = Conn(self.port)
-        n = 0
-        while self.running():
-            n += 1
+        async def one(conn: Conn, n: int) -> None:
             drop = n % 4 == 0
             body = {"model": "auto", "stream": True,
                     "messages": [{"role": "user", "content": PROMPTS[(i + n) % len(PROMPTS)]}]}
+            status, data = await conn.request("POST", "/v1/chat/completions", body, drop_after_first_chunk=drop)
+            if drop and status == 200:
+                self.dropped_streams += 1
+                self.window.answers["stream dropped by the client"] += 1
+                return
+            if status == 200 and not data.rstrip().endswith(b"data: [DONE]"):
+                self.window.unexpected.append(f"stream without [DONE]: {data[-200:]!r}")
+                return
+            self.judge("stream", status, data)
 
-            async def one() -> None:
-                status, data = await conn.request("POST", "/v1/chat/completions", body, drop_after_first_chunk=drop)
-                if drop and status == 200:
-                    self.dropped_streams += 1
-                    self.window.answers["stream dropped by the client"] += 1
-                    return
-                if status == 200 and not data.rstrip().endswith(b"data: [DONE]"):
-                    self.window.unexpected.append(f"stream without [DONE]: {data[-200:]!r}")
-                    return
-                self.judge("stream", status, data)
-
-            await self.guarded("stream", conn, one())
-            await asyncio.sleep(0.05)
-        conn.close()
+        await self.repeat("stream", 0.05, one)
 
     async def async_client(self) -> None:
-        conn = Conn(self.port)
-        while self.running():
-            async def one() -> None:
-                status, data = await conn.request("POST", "/v1/chat/completions", {
-                    "model": "auto", "messages": [{"role": "user", "content": "Hello there"}],
-                    "router": {"mode": "async"}})
-                self.judge("async submit", status, data)
+        async def one(conn: Conn, n: int) -> None:
+            status, data = await conn.request("POST", "/v1/chat/completions", {
+                "model": "auto", "messages": [{"role": "user", "content": "Hello there"}],
+                "router": {"mode": "async"}})
+            self.judge("async submit", status, data)
+            if status != 202:
+                return
+            job = json.loads(data)["id"]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status, data = await conn.request("GET", f"/v1/jobs/{job}/result")
                 if status != 202:
+                    self.judge("async result", status, data)
                     return
-                job = json.loads(data)["id"]
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    status, data = await conn.request("GET", f"/v1/jobs/{job}/result")
-                    if status != 202:
-                        self.judge("async result", status, data)
-                        return
-                    await asyncio.sleep(0.1)
-                self.window.unexpected.append(f"job {job} not done after 30 s")
+                await asyncio.sleep(0.1)
+            self.window.unexpected.append(f"job {job} not done after 30 s")
 
-            await self.guarded("async", conn, one())
-            await asyncio.sleep(0.2)
-        conn.close()
+        await self.repeat("async", 0.2, one)
 
     async def limited_client(self) -> None:
-        conn = Conn(self.port)
-        while self.running():
-            async def one() -> None:
-                status, data = await conn.request("GET", "/v1/models", headers={"Authorization": f"Bearer {LIMITED_KEY}"})
-                self.judge("limited key", status, data)
+        async def one(conn: Conn, n: int) -> None:
+            status, data = await conn.request("GET", "/v1/models", headers={"Authorization": f"Bearer {LIMITED_KEY}"})
+            self.judge("limited key", status, data)
 
-            await self.guarded("limited key", conn, one())
-            await asyncio.sleep(0.05)
-        conn.close()
+        await self.repeat("limited key", 0.05, one)
 
     async def poller(self) -> None:
-        conn = Conn(self.port)
-        n = 0
-        while self.running():
-            n += 1
+        async def one(conn: Conn, n: int) -> None:
             path = "/metrics" if n % 4 == 0 else "/v1/router/runtime"
+            status, data = await conn.request("GET", path)
+            self.judge(path, status, data)
 
-            async def one() -> None:
-                status, data = await conn.request("GET", path)
-                self.judge(path, status, data)
-
-            await self.guarded(path, conn, one())
-            await asyncio.sleep(0.5)
-        conn.close()
+        await self.repeat("runtime and metrics poller", 0.5, one)
 
     async def sampler(self, router: RouterProcess) -> None:
         while self.running():
