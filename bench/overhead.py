@@ -33,7 +33,7 @@ ROUTER_PORT = [0]
 SIM_SCRIPT = """
 import asyncio, sys
 sys.path.insert(0, {root!r})
-from ollama_agent_router.simulator_fast import FastSimulator
+from ollama_agent_router.simulator.fast import FastSimulator
 async def main():
     sim = FastSimulator(["bench:7b", "bench-coder:7b"], reply_tokens={tokens})
     await sim.start("127.0.0.1", {port})
@@ -215,11 +215,11 @@ def ms(x: float) -> str:
 
 
 def decision_us(n_models: int, reps: int = 2000) -> float:
-    from ollama_agent_router.config import parse_config
-    from ollama_agent_router.classifier import classify
-    from ollama_agent_router.routing import RoutingTable, RuntimeView, decide, normalize_meta
-
     import yaml
+
+    from ollama_agent_router.classifier import classify
+    from ollama_agent_router.config.parse import parse_config
+    from ollama_agent_router.routing import RoutingTable, RuntimeView, decide, normalize_meta
 
     raw = yaml.safe_load(config_text(1, 2, False))
     base = raw["models"][0]
@@ -246,7 +246,7 @@ def queue_us(depth: int, probes: int = 2000) -> tuple[float, float]:
     """Per-operation cost of enqueueing and of dispatching one async job when ``depth`` are already queued."""
     import yaml
 
-    from ollama_agent_router.config import parse_config
+    from ollama_agent_router.config.parse import parse_config
     from ollama_agent_router.scheduler import Scheduler
 
     raw = yaml.safe_load(config_text(1, 2, False))

@@ -48,13 +48,13 @@ async def serve(models: int) -> None:
     """The child: simulator (its /api/ps hung) + router, with every per-model metric series populated."""
     import dataclasses
 
-    from ollama_agent_router.api_kong import runtime_body
-    from ollama_agent_router.api_status import metrics_text
+    from ollama_agent_router.api.kong import runtime_body
+    from ollama_agent_router.api.status import metrics_text
     from ollama_agent_router.app import App
-    from ollama_agent_router.config import parse_config
+    from ollama_agent_router.config.parse import parse_config
     from ollama_agent_router.jsonutil import dumps
     from ollama_agent_router.log import Logger
-    from ollama_agent_router.simulator import Fault, OllamaSimulator
+    from ollama_agent_router.simulator.server import Fault, OllamaSimulator
 
     cfg = parse_config(bench_config(models))
     sim = OllamaSimulator.from_config(cfg, log=Logger("error"))

@@ -23,12 +23,12 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEAVY = ("asyncio", "sqlite3", "yaml", "pynvml", "ollama_agent_router.config", "ollama_agent_router.httpserver",
+HEAVY = ("asyncio", "sqlite3", "yaml", "pynvml", "ollama_agent_router.config.parse", "ollama_agent_router.http.server",
          "ollama_agent_router.app", "ollama_agent_router.gpu")
 _PROBE = (
     "import sys, time, json\n"
     "t = time.perf_counter()\n"
-    "import ollama_agent_router.cli, ollama_agent_router.client\n"
+    "import ollama_agent_router.cli, ollama_agent_router.commands.client\n"
     "ms = (time.perf_counter() - t) * 1000\n"
     f"print(json.dumps({{'ms': ms, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
 )

@@ -9,21 +9,27 @@ from __future__ import annotations
 import ssl
 import time
 
-from . import api_admin, api_chat, api_explain, api_frontdoor, api_jobs, api_kong, api_status
 from .access import AccessControl
-from .api import RouteTable
-from .config_types import CORE_TASK_TYPES, Config
+from .api import admin as api_admin
+from .api import explain as api_explain
+from .api import jobs as api_jobs
+from .api import kong as api_kong
+from .api import ollama as api_frontdoor
+from .api import openai as api_chat
+from .api import status as api_status
+from .api.table import RouteTable
+from .config.schema import CORE_TASK_TYPES, Config
 from .errors import HttpError
 from .gpu import GpuBackend, GpuProbe
-from .httpserver import HttpServer, Request, Response, ServerLimits, StreamResponse
+from .http.server import HttpServer, Request, Response, ServerLimits, StreamResponse
 from .jobs import JobManager
-from .lifecycle import Lifecycle
 from .log import Logger
 from .metrics import Metrics
+from .residency import Lifecycle
 from .routing import RoutingTable
-from .runtime import Runtime
 from .scheduler import Scheduler
 from .service import Service
+from .snapshot import Runtime
 from .upstream import OllamaClient
 
 

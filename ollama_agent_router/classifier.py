@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .config_types import CORE_TASK_TYPES
+from .config.schema import CORE_TASK_TYPES
 
 TASK_TYPES = CORE_TASK_TYPES
 MEDIUM_TOKENS = 3000  # above this a request is at least medium (original §4.5)

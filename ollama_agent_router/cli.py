@@ -164,18 +164,18 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         chosen.print_help()
         return 0
     if command == "serve":
-        from .serve import serve
+        from .commands.serve import serve
 
         return serve(args.config, simulate=args.simulate, host=args.host, port=args.port,
                      log_level=args.log_level or "info")
     if command == "simulate":
-        from .serve import simulate
+        from .commands.serve import simulate
 
         return simulate(args.config, args.host, args.port, args.log_level or "info", fast=args.fast)
     if command in ("init", "configure"):
         return _configure(args)
     if command == "validate-config":
-        from .config import find_config, load_config_file
+        from .config.parse import find_config, load_config_file
 
         path = find_config(args.config)
         load_config_file(path, bootstrap=False)
@@ -183,7 +183,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     if command in ("gen-key", "hash-key"):
         return _keys(args)
-    from . import client
+    from .commands import client
 
     target = client.Target(url=args.url, base_path=args.base_path, api_key=args.api_key or None,
                            ca_cert=args.ca_cert, insecure=args.insecure, timeout=args.timeout)
@@ -194,7 +194,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _configure(args: argparse.Namespace) -> int:
-    from . import configure
+    from .commands import configure
 
     if args.command == "init":
         return configure.init(args.output, wizard=args.wizard)
@@ -213,7 +213,7 @@ def _keys(args: argparse.Namespace) -> int:
         if args.scheme != "sha256":
             key_hash = hash_key(key, scheme=args.scheme)
         if args.json:
-            from .client import pretty
+            from .commands.client import pretty
 
             print(pretty({"key": key, "keyHash": key_hash}))
         else:

@@ -7,7 +7,6 @@ import errno
 import os
 import secrets
 
-
 # Filesystems that cannot fsync a directory say so with one of these; the rename itself has happened.
 _DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
 

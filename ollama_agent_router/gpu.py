@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Awaitable, Callable, Protocol
 
-from .config_types import GpuConfig
+from .config.schema import GpuConfig
 
 _MIB = 1024 * 1024
 SMI_TIMEOUT_S = 2.0

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Mapping, NamedTuple
 
-from .config_types import PRIORITIES, Config, ModelSpec
+from .config.schema import PRIORITIES, Config, ModelSpec
 from .errors import HttpError
 from .jsonutil import to_fixed1
 

@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from .config_types import PRIORITY_WEIGHTS, Config, ModelSpec
+from .config.schema import PRIORITY_WEIGHTS, Config, ModelSpec
 from .errors import HttpError
 from .routing import ModelState
 

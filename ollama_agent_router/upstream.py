@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
 from .errors import HttpError
-from .http11 import ChunkedDecoder, ProtocolError
+from .http.parser import ChunkedDecoder, ProtocolError
 from .jsonutil import dumps
 
 

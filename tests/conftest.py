@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import pytest
 
-from ollama_agent_router.config import parse_config
-from ollama_agent_router.config_types import Config
+from ollama_agent_router.config.parse import parse_config
+from ollama_agent_router.config.schema import Config
 
 TEST_CONFIG: dict[str, Any] = {
     "server": {"nodeId": "test-node", "host": "127.0.0.1", "port": 11435, "requestBodyLimit": "2mb"},
@@ -136,7 +136,7 @@ class Stack(LoopThread):
     def start(self) -> "Stack":
         from ollama_agent_router.app import App
         from ollama_agent_router.log import Logger
-        from ollama_agent_router.simulator import OllamaSimulator
+        from ollama_agent_router.simulator.server import OllamaSimulator
 
         self.thread.start()
         cfg = make_config(self.cfg_override)

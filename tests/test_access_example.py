@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from ollama_agent_router import config as cfgmod
-
 from access_support import ADMIN_HASH, ADMIN_KEY, KEYS, bearer, secret
 from conftest import chat_body
+
+from ollama_agent_router.config import parse as cfgmod
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "gex44-secured.yaml"
 PLACEHOLDERS = {

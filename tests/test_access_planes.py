@@ -6,10 +6,10 @@ import json
 import socket
 import time
 
-from ollama_agent_router.access.keys import hash_key
-
 from access_support import LOCKED, access, api_key, bearer, plane, secret
 from conftest import chat_body
+
+from ollama_agent_router.access.keys import hash_key
 
 CHAT = "/v1/chat/completions"
 STATUS = "/v1/router/status"

@@ -10,24 +10,36 @@ import stat
 
 import pytest
 import yaml
+from access_support import access, api_key, plane
+from conftest import _ListStream, make_config
 
-from ollama_agent_router import config as cfgmod
 from ollama_agent_router.access.control import AccessControl, changed_keys
 from ollama_agent_router.access.keys import (
-    MIN_KEY_LENGTH, UNUSABLE, KeyEntry, KeyIndex, extract_credential, generate_key, hash_key, is_masked, mask_hash,
+    MIN_KEY_LENGTH,
+    UNUSABLE,
+    KeyEntry,
+    KeyIndex,
+    extract_credential,
+    generate_key,
+    hash_key,
+    is_masked,
+    mask_hash,
     verify_salted,
 )
 from ollama_agent_router.access.managed import ManagedStore
 from ollama_agent_router.access.netaddr import (
-    AddressSet, ClientResolver, bucket_id, client_address, is_loopback, parse_address,
+    AddressSet,
+    ClientResolver,
+    bucket_id,
+    client_address,
+    is_loopback,
+    parse_address,
 )
 from ollama_agent_router.access.tlsauth import CertPolicy, PeerCert, parse_subject_pattern
-from ollama_agent_router.config_types import ApiKey, ManagedAccess
+from ollama_agent_router.config import parse as cfgmod
+from ollama_agent_router.config.schema import ApiKey, ManagedAccess
 from ollama_agent_router.errors import HttpError
 from ollama_agent_router.log import Logger
-
-from access_support import access, api_key, plane
-from conftest import _ListStream, make_config
 
 # ---- keys ---------------------------------------------------------------------------------------
 

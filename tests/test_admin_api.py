@@ -9,14 +9,23 @@ import time
 
 import pytest
 import yaml
-
-from ollama_agent_router import config as cfgmod
-from ollama_agent_router.access.control import AccessControl
-
 from access_support import (
-    ADMIN_KEY, KEYS, LOCKED, OTHER_ADMIN_KEY, access, admin_headers, api_key, bearer, plane, request, secret,
+    ADMIN_KEY,
+    KEYS,
+    LOCKED,
+    OTHER_ADMIN_KEY,
+    access,
+    admin_headers,
+    api_key,
+    bearer,
+    plane,
+    request,
+    secret,
 )
 from conftest import chat_body
+
+from ollama_agent_router.access.control import AccessControl
+from ollama_agent_router.config import parse as cfgmod
 
 CONFIG = "/v1/admin/access/config"
 KEYS_PATH = "/v1/admin/access/keys"

@@ -13,11 +13,21 @@ import time
 from pathlib import Path
 
 import yaml
-
-from ollama_agent_router import config as cfgmod
-
-from access_support import ADMIN_KEY, KEYS, LOCKED, OTHER_ADMIN_KEY, access, admin_headers, api_key, bearer, request, secret
+from access_support import (
+    ADMIN_KEY,
+    KEYS,
+    LOCKED,
+    OTHER_ADMIN_KEY,
+    access,
+    admin_headers,
+    api_key,
+    bearer,
+    request,
+    secret,
+)
 from conftest import TEST_CONFIG, merge, wait_for
+
+from ollama_agent_router.config import parse as cfgmod
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = "/v1/admin/access/config"

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from access_support import ADMIN_KEY, access, admin_headers, bearer, request
 
 CONFIG = "/v1/admin/access/config"

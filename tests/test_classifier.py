@@ -371,7 +371,7 @@ def test_benchmark_reports_and_can_fail_its_target(tmp_path, capsys):
 def test_model_loads_from_inside_a_zipapp(tmp_path):
     archive = tmp_path / "app.pyz"
     with zipfile.ZipFile(archive, "w") as z:
-        for name in ("__init__.py", "config_types.py", "classifier.py", "classifier_model.json"):
+        for name in ("__init__.py", "config/__init__.py", "config/schema.py", "classifier.py", "classifier_model.json"):
             z.write(PACKAGE / name, f"ollama_agent_router/{name}")
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"

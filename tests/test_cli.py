@@ -19,8 +19,8 @@ import pytest
 from conftest import QWEN, VIBE, chat_body, wait_for
 
 from ollama_agent_router import __version__
-from ollama_agent_router.client import join_url, render_route
-from ollama_agent_router.simulator import Fault
+from ollama_agent_router.commands.client import join_url, render_route
+from ollama_agent_router.simulator.server import Fault
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_YAML = """\
@@ -124,8 +124,8 @@ def test_version_from_every_entry_point():
 def test_client_path_stays_light():
     """What ``oar status`` imports: no server, no asyncio, no YAML, no sqlite, no pynvml (bench/startup_bench.py
     measures the time)."""
-    heavy = ("asyncio", "yaml", "sqlite3", "pynvml", "ollama_agent_router.config", "ollama_agent_router.httpserver")
-    code = f"import sys, ollama_agent_router.cli, ollama_agent_router.client; print([m for m in {heavy!r} if m in sys.modules])"
+    heavy = ("asyncio", "yaml", "sqlite3", "pynvml", "ollama_agent_router.config.parse", "ollama_agent_router.http.server")
+    code = f"import sys, ollama_agent_router.cli, ollama_agent_router.commands.client; print([m for m in {heavy!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=True)
     assert done.stdout == "[]\n"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ollama_agent_router import config as cfg
-from ollama_agent_router.config import ConfigError
-from ollama_agent_router.config_types import ApiKey, ManagedAccess, PlaneAuth, PlaneConfig, TrafficLimit
+from ollama_agent_router.config import parse as cfg
+from ollama_agent_router.config.parse import ConfigError
+from ollama_agent_router.config.schema import ApiKey, ManagedAccess, PlaneAuth, PlaneConfig, TrafficLimit
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "gex44.yaml"

@@ -12,8 +12,7 @@ from conftest import QWEN, VIBE, chat_body
 from test_cli import Served, cli_env, post_json, run_cli
 
 from ollama_agent_router.access.keys import hash_key
-from ollama_agent_router.config import ConfigError, load_yaml, parse_config
-from ollama_agent_router.configure import (
+from ollama_agent_router.commands.configure import (
     NO_MODELS,
     ConfigureError,
     Options,
@@ -27,7 +26,7 @@ from ollama_agent_router.configure import (
     render_summary,
     to_yaml,
 )
-from ollama_agent_router.detect import (
+from ollama_agent_router.commands.detect import (
     Detection,
     Gpu,
     Host,
@@ -35,6 +34,7 @@ from ollama_agent_router.detect import (
     detect,
     ollama_base_url,
 )
+from ollama_agent_router.config.parse import ConfigError, load_yaml, parse_config
 from ollama_agent_router.gpu import GpuDevice, GpuUnavailable
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-h200"

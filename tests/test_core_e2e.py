@@ -11,9 +11,9 @@ import time
 
 import openai
 import pytest
-
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, chat_body, wait_for
-from ollama_agent_router.simulator import Fault
+
+from ollama_agent_router.simulator.server import Fault
 
 
 def ask(stack, content, **router):

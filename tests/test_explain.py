@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, assert_no_null, chat_body
 
 COMPONENTS = {"base", "routePosition", "priority", "purpose", "tag", "preferred", "loaded", "complexity", "vram",

@@ -9,9 +9,9 @@ import json
 import ollama
 import openai
 import pytest
+from conftest import DEEPSEEK, GPTOSS, QWEN, TEST_CONFIG, VIBE, assert_no_null, chat_body, wait_for
 
-from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, TEST_CONFIG, assert_no_null, chat_body, wait_for
-from ollama_agent_router.simulator import Fault
+from ollama_agent_router.simulator.server import Fault
 
 EMBED = "nomic-embed-text:latest"
 EMBED_MODEL = {"name": EMBED, "sizeGb": 0.3, "purpose": ["embedding"], "priority": 10, "maxConcurrent": 2,

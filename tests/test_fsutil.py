@@ -8,7 +8,8 @@ import stat
 import pytest
 import yaml
 
-from ollama_agent_router import fsutil, yaml12
+from ollama_agent_router import fsutil
+from ollama_agent_router.config import yaml12
 from ollama_agent_router.fsutil import atomic_write_text
 
 

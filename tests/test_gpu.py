@@ -12,7 +12,7 @@ from types import ModuleType, SimpleNamespace
 import pytest
 
 from ollama_agent_router import gpu
-from ollama_agent_router.config_types import GpuConfig, GpuMonitorConfig
+from ollama_agent_router.config.schema import GpuConfig, GpuMonitorConfig
 from ollama_agent_router.gpu import (
     GpuDevice,
     GpuProbe,

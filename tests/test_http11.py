@@ -2,7 +2,7 @@
 
 import pytest
 
-from ollama_agent_router.http11 import ChunkedDecoder, ProtocolError, find_head_end, parse_head
+from ollama_agent_router.http.parser import ChunkedDecoder, ProtocolError, find_head_end, parse_head
 
 
 def head(text: str):

@@ -6,9 +6,9 @@ import json
 import re
 
 import pytest
-
 from conftest import DEEPSEEK, QWEN, VIBE, chat_body, wait_for
-from ollama_agent_router.simulator import Fault
+
+from ollama_agent_router.simulator.server import Fault
 
 CODE = "Write a TypeScript function to parse JSON"  # code_generate: qwen first, deepseek next
 

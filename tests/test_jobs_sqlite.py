@@ -14,8 +14,8 @@ import sys
 import threading
 
 import pytest
-
 from conftest import QWEN, TEST_CONFIG, VIBE, chat_body, merge, wait_for
+
 from ollama_agent_router.jobstore import Job, SqliteStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,8 +137,8 @@ class SimThread:
     """The simulator on its own loop and thread, so it outlives the router processes."""
 
     def __init__(self, **kw):
-        from ollama_agent_router.config import parse_config
-        from ollama_agent_router.simulator import OllamaSimulator
+        from ollama_agent_router.config.parse import parse_config
+        from ollama_agent_router.simulator.server import OllamaSimulator
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

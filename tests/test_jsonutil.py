@@ -5,12 +5,17 @@ import random
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
+from conftest import chat_body
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import chat_body
 from ollama_agent_router.jsonutil import (
-    JsonObject, add_member, completion_tokens, parse_json, splice_members, to_fixed1,
+    JsonObject,
+    add_member,
+    completion_tokens,
+    parse_json,
+    splice_members,
+    to_fixed1,
 )
 
 BIG = "lorem ipsum dolor sit amet " * 400  # pushes a body over the splicing threshold

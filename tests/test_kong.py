@@ -16,12 +16,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-
 from access_support import LOCKED, access, api_key, plane, secret
-from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, Reply, TEST_CONFIG, assert_no_null, chat_body, wait_for
+from conftest import DEEPSEEK, GPTOSS, QWEN, TEST_CONFIG, VIBE, Reply, assert_no_null, chat_body, wait_for
+
 from ollama_agent_router.gpu import GpuUnavailable
-from ollama_agent_router.runtime import processor_text
-from ollama_agent_router.simulator import Fault, SimulatedGpu
+from ollama_agent_router.simulator.server import Fault, SimulatedGpu
+from ollama_agent_router.snapshot import processor_text
 
 KONG_AUTH_FORMS = {
     "none": {},

@@ -6,7 +6,8 @@ import http.client
 import json
 
 from conftest import DEEPSEEK, QWEN, TEST_CONFIG, VIBE, chat_body, wait_for
-from ollama_agent_router.lifecycle import keep_alive_value
+
+from ollama_agent_router.residency import keep_alive_value
 
 
 def unload(stack, model):
@@ -57,7 +58,8 @@ def test_no_refresh_brings_back_a_model_ollama_unloaded(stack_factory):
 def test_pinned_and_prewarmed_models(stack_factory):
     models = [dict(m, pinned=m["name"] == VIBE, prewarm=m["name"] == DEEPSEEK) for m in TEST_CONFIG["models"]]
     stack = stack_factory({"models": models})
-    wait_for(lambda: len(stack.sim.keep_alive_refreshes) == 2)
+    # A refresh is recorded when it arrives, a load when it completes: wait for both.
+    wait_for(lambda: len(stack.sim.keep_alive_refreshes) == 2 and len(stack.sim.loads) == 2)
     assert sorted(stack.sim.keep_alive_refreshes) == sorted([(VIBE, "-1"), (DEEPSEEK, "5m")])
     assert sorted(stack.sim.loads) == sorted([VIBE, DEEPSEEK])
     assert stack.sim.loaded()[VIBE]["keep_alive"] is None  # forever

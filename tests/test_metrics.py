@@ -12,11 +12,11 @@ import subprocess
 import time
 
 import pytest
-
 from access_support import access, api_key, secret
-from conftest import GPTOSS, QWEN, VIBE, TEST_CONFIG, make_config
+from conftest import GPTOSS, QWEN, TEST_CONFIG, VIBE, make_config
+
 from ollama_agent_router.metrics import Counter, Histogram, Metrics, gauge, generation_rate
-from ollama_agent_router.simulator import Fault
+from ollama_agent_router.simulator.server import Fault
 
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')

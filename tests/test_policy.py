@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, chat_body, make_config, wait_for
+
 from ollama_agent_router.routing import ModelState, RoutingTable, RuntimeView, decide, normalize_meta
 
 CFG = make_config()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import http.client
 import threading
 
-from ollama_agent_router.access.ratelimit import RateLimiter
-from ollama_agent_router.config_types import TrafficLimit
-
 from access_support import access, api_key, bearer, plane, secret
+
+from ollama_agent_router.access.ratelimit import RateLimiter
+from ollama_agent_router.config.schema import TrafficLimit
 
 S = 1_000_000_000
 

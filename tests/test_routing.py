@@ -1,8 +1,8 @@
 """The routing engine as a pure function: candidates, blocks, the score table of spec §5.5, the mode order."""
 
 import pytest
-
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, config_with, make_config
+
 from ollama_agent_router.errors import HttpError
 from ollama_agent_router.routing import ModelState, RoutingTable, RuntimeView, decide, normalize_meta, score_text
 

@@ -3,8 +3,8 @@
 import asyncio
 
 import pytest
-
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, make_config
+
 from ollama_agent_router.scheduler import QueueLimit, Scheduler, WaitTimeout
 
 

@@ -18,12 +18,19 @@ import ollama
 import openai
 import pytest
 
-from ollama_agent_router.config_types import ModelSpec
+from ollama_agent_router.config.schema import ModelSpec
 from ollama_agent_router.log import Logger
-from ollama_agent_router.simulator import Fault, OllamaSimulator, SimModel, run_simulator
-from ollama_agent_router.simulator_sched import MIB
-from ollama_agent_router.simulator_wire import (
-    BUSY, ChatSseWriter, SimError, canonical_name, parse_go_duration, parse_keep_alive, rfc3339, sample_arguments,
+from ollama_agent_router.simulator.sched import MIB
+from ollama_agent_router.simulator.server import Fault, OllamaSimulator, SimModel, run_simulator
+from ollama_agent_router.simulator.wire import (
+    BUSY,
+    ChatSseWriter,
+    SimError,
+    canonical_name,
+    parse_go_duration,
+    parse_keep_alive,
+    rfc3339,
+    sample_arguments,
     split_tokens,
 )
 

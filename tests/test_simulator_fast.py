@@ -5,7 +5,7 @@ import asyncio
 import openai
 import pytest
 
-from ollama_agent_router.simulator_fast import FastSimulator
+from ollama_agent_router.simulator.fast import FastSimulator
 
 
 def run(coro):

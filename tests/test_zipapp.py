@@ -15,7 +15,7 @@ from conftest import chat_body
 from test_cli import CONFIG_YAML, Served, post_json
 
 from ollama_agent_router import __version__
-from ollama_agent_router.build_zipapp import build
+from ollama_agent_router.commands.zipapp import build
 
 
 def interpreters() -> list[str]:

@@ -114,8 +114,8 @@ class SimThread(LoopThread):
     """The simulator on its own event loop and thread, so it outlives router processes and can be steered."""
 
     def __init__(self, **sim_kw: Any) -> None:
-        from ollama_agent_router.config import parse_config
-        from ollama_agent_router.simulator import OllamaSimulator
+        from ollama_agent_router.config.parse import parse_config
+        from ollama_agent_router.simulator.server import OllamaSimulator
 
         super().__init__()
         self.thread.start()
@@ -347,7 +347,7 @@ class Reached:
     def install(self, app: Any) -> None:
         from dataclasses import replace
 
-        from ollama_agent_router.api import RouteTable
+        from ollama_agent_router.api.table import RouteTable
         from ollama_agent_router.errors import HttpError
 
         def wrap(route: Any) -> Any:

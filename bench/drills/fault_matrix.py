@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import drillkit
+from conftest import Stack, chat_body
 from drillkit import TEST_CONFIG, wait_for
 
-from conftest import Stack, chat_body
 from ollama_agent_router.log import Logger
-from ollama_agent_router.simulator import Fault
+from ollama_agent_router.simulator.server import Fault
 
 MODEL_TIMEOUT_MS = 1500
 SLOW_SIM = {"tokens_per_second": 50, "reply_tokens": 25}  # about 0.5 s a reply: time to break it mid-way

@@ -34,9 +34,11 @@ from typing import Any, Callable
 
 import drillkit
 from drillkit import TEST_CONFIG, RouterProcess, SimThread, exchange, merge
-from hypothesis import HealthCheck, Phase, given, seed as hseed, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hseed
+from hypothesis import strategies as st
 
-from ollama_agent_router.http11 import ChunkedDecoder, ProtocolError, parse_head
+from ollama_agent_router.http.parser import ChunkedDecoder, ProtocolError, parse_head
 from ollama_agent_router.relay import StreamStats, relay
 from ollama_agent_router.upstream import UpstreamResponse, _Conn
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import drillkit  # noqa: F401  (paths)
 from test_admin_process import boot, keys_after, managed, op_request, read_statuses
 
-from ollama_agent_router import config as cfgmod
+from ollama_agent_router.config import parse as cfgmod
 
 
 def file_state(tmp: Path) -> tuple[int, list[str]] | str:

@@ -31,9 +31,8 @@ from collections import Counter
 from pathlib import Path
 
 import drillkit
-from drillkit import TEST_CONFIG, RouterProcess, SimThread, call, merge, wait_for
-
 from conftest import chat_body
+from drillkit import TEST_CONFIG, RouterProcess, SimThread, call, merge, wait_for
 
 
 def router_config(tmp: Path, sim_url: str) -> dict:

@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 
 import drillkit
-from drillkit import TEST_CONFIG, RouterProcess, SimThread, call, merge, wait_for
-
 from conftest import DEEPSEEK, QWEN, VIBE, chat_body
+from drillkit import TEST_CONFIG, RouterProcess, SimThread, call, merge, wait_for
 
 GRACE_MS = 8000
 

@@ -21,11 +21,11 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..api import not_found
-from ..config import ConfigError
-from ..config_types import PLANES, ApiKey, Config, ManagedAccess, PlaneConfig, TrafficLimit
+from ..api.table import not_found
+from ..config.parse import ConfigError
+from ..config.schema import PLANES, ApiKey, Config, ManagedAccess, PlaneConfig, TrafficLimit
 from ..errors import HttpError
-from ..httpserver import Request
+from ..http.server import Request
 from ..jsonutil import parse_iso
 from ..log import Logger
 from ..metrics import Metrics
@@ -34,7 +34,7 @@ from .keys import UNUSABLE, KeyEntry, KeyIndex, Unusable, extract_credential
 from .managed import ManagedStore
 from .netaddr import LOOPBACK_PROXIES, AddressSet, Client, ClientResolver, is_loopback
 from .ratelimit import RateLimiter
-from .tlsauth import CertPolicy, peer_cert, parse_subject_pattern
+from .tlsauth import CertPolicy, parse_subject_pattern, peer_cert
 
 FAILURE_LIMIT = TrafficLimit(requests=10, window_seconds=60)  # failed authentications per client address
 ADMIN_LIMIT = TrafficLimit(requests=600, window_seconds=60)  # admin requests per admin key

@@ -16,8 +16,8 @@ import os
 from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
-from ..config import ConfigError, dump_managed_access, load_yaml, parse_managed_access
-from ..config_types import ManagedAccess
+from ..config.parse import ConfigError, dump_managed_access, load_yaml, parse_managed_access
+from ..config.schema import ManagedAccess
 from ..errors import HttpError
 from ..fsutil import atomic_write_text
 from ..jsonutil import iso_ms

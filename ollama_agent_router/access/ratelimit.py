@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
-from ..config_types import TrafficLimit
+from ..config.schema import TrafficLimit
 
 _NS = 1_000_000_000
 _MIN_PRUNE = 1024

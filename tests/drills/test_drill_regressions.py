@@ -9,13 +9,12 @@ import threading
 import time
 
 import pytest
-
 from conftest import VIBE, chat_body, make_config, wait_for
-from ollama_agent_router.api import MAX_JSON_DEPTH, json_depth
-from ollama_agent_router.httpserver import HttpServer, StreamResponse, _Connection
+
+from ollama_agent_router.api.table import MAX_JSON_DEPTH, json_depth
+from ollama_agent_router.http.server import HttpServer, StreamResponse, _Connection
 from ollama_agent_router.relay import StreamStats, relay
 from ollama_agent_router.upstream import UpstreamError
-
 
 # ---- deeply nested JSON was a 500 (RecursionError), found by the fuzzer's "deep" bodies ------------------
 
@@ -153,7 +152,7 @@ def test_shutdown_starts_no_queued_job(stack_factory):
 # ---- the simulator kept every request it ever saw, found by the fuzzer's RSS figure ------------------------
 
 def test_the_simulator_keeps_only_the_latest_calls():
-    from ollama_agent_router.simulator import OllamaSimulator
+    from ollama_agent_router.simulator.server import OllamaSimulator
 
     async def main() -> list[str]:
         sim = OllamaSimulator.from_config(make_config(), calls_kept=10)
@@ -175,7 +174,7 @@ def test_the_simulator_keeps_only_the_latest_calls():
 def test_misses_do_not_keep_their_connections_alive(stack, path):
     import gc
 
-    from ollama_agent_router.httpserver import _Connection
+    from ollama_agent_router.http.server import _Connection
 
     def live_connections() -> int:
         gc.collect()

@@ -17,11 +17,13 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import ConfigError, load_yaml, parse_config
-from .config_types import PLANES
+from ..config.parse import ConfigError, load_yaml, parse_config
+from ..config.schema import PLANES
+from ..config.yaml12 import yaml_dump, yaml_key_lines
+from ..fsutil import atomic_write_text
 from .detect import Detection, OllamaModel, detect
-from .fsutil import atomic_write_text
-from .yaml12 import yaml_dump, yaml_key_lines
+
+PACKAGE = "ollama_agent_router"  # data/ sits at the package's top, not beside this module
 
 DEFAULT_OUTPUT = "./ollama-agent-router.yaml"
 ROLES = ("fast", "code", "review", "heavy", "tool")
@@ -483,7 +485,7 @@ class NewKey:
 
 def new_keys(specs: list[tuple[str, str, tuple[str, ...]]]) -> list[NewKey]:
     """(id, name, scopes) -> fresh keys with their config entries."""
-    from .access.keys import generate_key
+    from ..access.keys import generate_key
 
     out = []
     for key_id, name, scopes in specs:
@@ -571,7 +573,7 @@ def init(output: str, *, wizard: bool) -> int:
     if wizard:
         return configure(Options(output=output))
     refuse_existing(output, False, os.path.abspath(output))
-    text = resources.files(__package__).joinpath("data", "starter.yaml").read_text(encoding="utf-8")
+    text = resources.files(PACKAGE).joinpath("data", "starter.yaml").read_text(encoding="utf-8")
     atomic_write_text(output, text, mode=0o644)
     print(f"Wrote {output}")
     return 0

@@ -11,7 +11,7 @@ import json
 import sys
 from urllib.parse import quote, urlsplit
 
-from . import __version__
+from .. import __version__
 
 # typing and dataclasses (through inspect) would cost more start-up time than the rest of this module.
 TYPE_CHECKING = False

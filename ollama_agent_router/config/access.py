@@ -11,7 +11,7 @@ import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .config_types import (
+from .schema import (
     PLANES,
     AccessConfig,
     AdminConfig,
@@ -26,7 +26,7 @@ from .config_types import (
 )
 
 if TYPE_CHECKING:
-    from .config import Section
+    from .parse import Section
 
 ANONYMOUS_MODES = ("allow", "reject", "limited")
 HASH_FORMATS = (

@@ -13,20 +13,20 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from .api import Route, read_json_object
-from .api_chat import router_headers
-from .config_types import ModelSpec
-from .errors import HttpError
-from .httpserver import Request, Response, StreamResponse, json_response
-from .jsonutil import iso_ms
-from .relay import StreamStats, relay, sse_comment
-from .routing import RouterMeta, normalize_meta
-from .scheduler import WaitTimeout
-from .service import Exchange, Routed, forward_body, upstream_http_error
-from .upstream import UpstreamError
+from ..config.schema import ModelSpec
+from ..errors import HttpError
+from ..http.server import Request, Response, StreamResponse, json_response
+from ..jsonutil import iso_ms
+from ..relay import StreamStats, relay, sse_comment
+from ..routing import RouterMeta, normalize_meta
+from ..scheduler import WaitTimeout
+from ..service import Exchange, Routed, forward_body, upstream_http_error
+from ..upstream import UpstreamError
+from .openai import router_headers
+from .table import Route, read_json_object
 
 if TYPE_CHECKING:
-    from .app import App
+    from ..app import App
 
 AUTO = "auto"
 NDJSON = "application/x-ndjson"

@@ -96,7 +96,7 @@ def _run(argv: list[str], timeout: float) -> tuple[int, str]:
 
 
 def _nvml_devices() -> list[Any]:
-    from .gpu import NvmlBackend
+    from ..gpu import NvmlBackend
 
     backend = NvmlBackend.open()
     try:
@@ -267,7 +267,7 @@ def _model(entry: dict, show: dict) -> OllamaModel:
 
 
 def _probe_gpu(host: Host) -> Gpu | None:
-    from .gpu import SMI_FORMAT, SMI_QUERY, parse_nvidia_smi_csv
+    from ..gpu import SMI_FORMAT, SMI_QUERY, parse_nvidia_smi_csv
 
     try:
         devices, source, smi = host.nvml_devices(), "nvml", _which(host, "nvidia-smi")

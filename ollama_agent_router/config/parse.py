@@ -15,13 +15,26 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import access_config
-from .access_config import managed_to_json
-from .config_types import (
-    ApiKey, ClassificationConfig, Config, FailoverConfig, GpuConfig, GpuMonitorConfig, HttpsConfig,
-    JobsConfig, ManagedAccess, MetricsConfig, ModelSpec, OllamaConfig, QueueConfig, RouterConfig, ServerConfig,
+from ..fsutil import atomic_write_text
+from . import access as access_config
+from .access import managed_to_json
+from .schema import (
+    ApiKey,
+    ClassificationConfig,
+    Config,
+    FailoverConfig,
+    GpuConfig,
+    GpuMonitorConfig,
+    HttpsConfig,
+    JobsConfig,
+    ManagedAccess,
+    MetricsConfig,
+    ModelSpec,
+    OllamaConfig,
+    QueueConfig,
+    RouterConfig,
+    ServerConfig,
 )
-from .fsutil import atomic_write_text
 from .yaml12 import Quoted, yaml_dump, yaml_key_lines, yaml_load
 
 

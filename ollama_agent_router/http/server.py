@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, AsyncIterator, Awaitable, Callable, Union
 
-from .errors import HttpError, error_payload
-from .http11 import ChunkedDecoder, ProtocolError, RequestHead, find_head_end, parse_head
-from .jsonutil import dumps
-from .log import Logger
+from ..errors import HttpError, error_payload
+from ..jsonutil import dumps
+from ..log import Logger
+from .parser import ChunkedDecoder, ProtocolError, RequestHead, find_head_end, parse_head
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
 _UNREQUESTED_BODY_WINDOW = 64 * 1024  # bytes of a body we accept before the handler asks for it

@@ -13,9 +13,17 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from .simulator_sched import GB, LOADED_OVERHEAD, QueueFull, Runner, Scheduler
-from .simulator_wire import (
-    BUSY, EMBEDDING_DIMS, MIDSTREAM_ERROR, Reply, SimError, canonical_name, embedding, token_count, unit,
+from .sched import GB, LOADED_OVERHEAD, QueueFull, Runner, ModelScheduler
+from .wire import (
+    BUSY,
+    EMBEDDING_DIMS,
+    MIDSTREAM_ERROR,
+    Reply,
+    SimError,
+    canonical_name,
+    embedding,
+    token_count,
+    unit,
 )
 
 PROMPT_SPEEDUP = 20  # prompt tokens are processed this many times faster than tokens are generated
@@ -62,7 +70,7 @@ class StreamDropped(Exception):
 
 
 @dataclass(eq=False)
-class Job:
+class SimCall:
     """One inference request, whichever API it came through."""
 
     model: SimModel
@@ -83,7 +91,7 @@ class Lease:
 
 
 class Executor:
-    def __init__(self, sched: Scheduler, *, num_parallel: int, load_seconds_per_gb: float,
+    def __init__(self, sched: ModelScheduler, *, num_parallel: int, load_seconds_per_gb: float,
                  tokens_per_second: float) -> None:
         self.sched = sched
         self.num_parallel = num_parallel
@@ -92,7 +100,7 @@ class Executor:
         self.cancelled = 0  # requests whose client went away while queued or generating
         self.epoch = 0  # bumped when the server goes down, so the requests it cuts are not counted as cancelled
 
-    async def attach(self, job: Job) -> Runner:
+    async def attach(self, job: SimCall) -> Runner:
         model = job.model
         epoch = self.epoch
         try:
@@ -107,7 +115,7 @@ class Executor:
             self._count_cancel(epoch)
             raise
 
-    async def acquire(self, job: Job) -> Lease:
+    async def acquire(self, job: SimCall) -> Lease:
         """A runner and one of its slots."""
         runner = await self.attach(job)
         epoch = self.epoch
@@ -132,7 +140,7 @@ class Executor:
         if epoch == self.epoch:
             self.cancelled += 1
 
-    async def generate(self, job: Job, lease: Lease) -> AsyncIterator[tuple[str, Any]]:
+    async def generate(self, job: SimCall, lease: Lease) -> AsyncIterator[tuple[str, Any]]:
         """Native events in order: ("thinking"|"content", text), ("tool_calls", calls), then ("done", metrics),
         or ("error", message or None) halfway through when a mid-stream fault is injected."""
         reply = job.reply
@@ -165,7 +173,7 @@ class Executor:
             "eval_duration": max(1, t_end - t_eval) if reply.eval_count else 0,
         }
 
-    async def collect(self, job: Job) -> tuple[str, str, list[dict], dict[str, int]]:
+    async def collect(self, job: SimCall) -> tuple[str, str, list[dict], dict[str, int]]:
         """A whole non-streamed generation: (content, thinking, tool calls, metrics); 500 on an injected error."""
         lease = await self.acquire(job)
         finished = False
@@ -198,7 +206,7 @@ class Executor:
         finally:
             self.release(lease, cancelled=outcome == "cancelled")
 
-    async def embed(self, job: Job, texts: list[str], dims: int,
+    async def embed(self, job: SimCall, texts: list[str], dims: int,
                     normalise: bool) -> tuple[list[list[float]], dict[str, int]]:
         """Vectors for ``texts`` (cut to ``dims``) and the metrics an embed reply carries."""
         tokens = sum(token_count(t) for t in texts)

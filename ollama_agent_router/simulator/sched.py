@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .log import Logger
+from ..log import Logger
 
 LOADED_OVERHEAD = 1.15  # loaded size over on-disk size: weights plus KV cache and compute graph
 GB = 1_000_000_000
@@ -59,7 +59,7 @@ class _Pending:
     fut: asyncio.Future
 
 
-class Scheduler:
+class ModelScheduler:
     def __init__(
         self, *, vram_bytes: int, reserved_bytes: int, max_queue: int, max_loaded: int,
         log: Logger, on_load: Callable[[str], None],

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .api import Route
-from .errors import HttpError
-from .httpserver import Request, Response, json_response
+from ..errors import HttpError
+from ..http.server import Request, Response, json_response
+from .table import Route
 
 if TYPE_CHECKING:
-    from .app import App
+    from ..app import App
 
 
 def routes(app: "App") -> list[Route]:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from . import SERVICE
-from .api import OPEN, Route
-from .config_types import to_json
-from .httpserver import Request, Response, json_response
-from .jsonutil import num
-from .metrics import CONTENT_TYPE, gauge
-from .upstream import UpstreamError
+from .. import SERVICE
+from ..config.schema import to_json
+from ..http.server import Request, Response, json_response
+from ..jsonutil import num
+from ..metrics import CONTENT_TYPE, gauge
+from ..upstream import UpstreamError
+from .table import OPEN, Route
 
 if TYPE_CHECKING:
-    from .app import App
+    from ..app import App
 
 
 def configured_models(app: "App") -> list[dict]:

@@ -9,22 +9,24 @@ import signal
 from importlib import resources
 from typing import Callable
 
-from .config_types import Config
-from .log import Logger
+from ..config.schema import Config
+from ..log import Logger
+
+PACKAGE = "ollama_agent_router"  # data/ sits at the package's top, not beside this module
 
 BUNDLED_PROFILE = "gex44.yaml"
 
 
 def bundled_config() -> Config:
     """The example profile shipped inside the package (the models of examples/gex44.yaml)."""
-    from .config import load_yaml, parse_config
+    from ..config.parse import load_yaml, parse_config
 
-    text = resources.files(__package__).joinpath("data", BUNDLED_PROFILE).read_text(encoding="utf-8")
+    text = resources.files(PACKAGE).joinpath("data", BUNDLED_PROFILE).read_text(encoding="utf-8")
     return parse_config(load_yaml(text, source=BUNDLED_PROFILE), source=BUNDLED_PROFILE, text=text)
 
 
 def _config_for_simulation(explicit: str | None) -> Config:
-    from .config import ConfigError, find_config, load_config_file
+    from ..config.parse import ConfigError, find_config, load_config_file
 
     try:
         path = find_config(explicit)
@@ -59,12 +61,12 @@ async def _wait_for_signal(on_hangup: Callable[[], None]) -> None:
 
 
 async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, port: int | None) -> int:
-    from .app import App
+    from ..app import App
 
     sim = None
     backend = None
     if simulate:
-        from .simulator import OllamaSimulator
+        from ..simulator.server import OllamaSimulator
 
         # The simulator's own access log would drown the router's: it only reports warnings.
         sim = OllamaSimulator.from_config(cfg, log=Logger("warning"))
@@ -90,7 +92,7 @@ async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, por
 
 
 def serve(config: str | None, *, simulate: bool, host: str | None, port: int | None, log_level: str) -> int:
-    from .config import load_config
+    from ..config.parse import load_config
 
     cfg = _config_for_simulation(config) if simulate else load_config(config)
     return asyncio.run(_serve(cfg, Logger(log_level), simulate, host, port))
@@ -99,11 +101,11 @@ def serve(config: str | None, *, simulate: bool, host: str | None, port: int | N
 async def _simulate(cfg: Config, host: str, port: int, log: Logger, fast: bool) -> int:
     # Both simulators log the bound URL (port 0 picks a free one) and serve until cancelled.
     if fast:
-        from .simulator_fast import run_fast_simulator
+        from ..simulator.fast import run_fast_simulator
 
         running = asyncio.ensure_future(run_fast_simulator([m.name for m in cfg.models], host, port, log))
     else:
-        from .simulator import run_simulator
+        from ..simulator.server import run_simulator
 
         running = asyncio.ensure_future(run_simulator(cfg, host, port, log))
     stop = asyncio.ensure_future(_wait_for_signal(lambda: None))  # nothing to reload: SIGHUP is ignored

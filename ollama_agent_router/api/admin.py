@@ -13,18 +13,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from .access.control import changed_keys
-from .access.keys import is_masked, mask_hash
-from .access_config import api_key_to_json, managed_to_json
-from .api import Route, read_json_object
-from .config import ConfigError, parse_api_key, parse_managed_access
-from .config_types import PLANES, ApiKey, ManagedAccess
-from .errors import HttpError
-from .httpserver import Request, Response, json_response
-from .jsonutil import iso_ms
+from ..access.control import changed_keys
+from ..access.keys import is_masked, mask_hash
+from ..config.access import api_key_to_json, managed_to_json
+from ..config.parse import ConfigError, parse_api_key, parse_managed_access
+from ..config.schema import PLANES, ApiKey, ManagedAccess
+from ..errors import HttpError
+from ..http.server import Request, Response, json_response
+from ..jsonutil import iso_ms
+from .table import Route, read_json_object
 
 if TYPE_CHECKING:
-    from .app import App
+    from ..app import App
 
 BASE = "/v1/admin/access"
 PATCHABLE = ("enabled", "scopes", "limits", "name", "expiresAt")

@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from .config_types import Config
+from .config.schema import Config
 from .gpu import GpuProbe, GpuSnapshot
 from .log import Logger
 from .routing import RoutingTable

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .api import Route, read_json
-from .httpserver import Request, Response, json_response
-from .jsonutil import num
-from .routing import Candidate, ModelState, normalize_meta
-from .service import validate_chat_body
+from ..http.server import Request, Response, json_response
+from ..jsonutil import num
+from ..routing import Candidate, ModelState, normalize_meta
+from ..service import validate_chat_body
+from .table import Route, read_json
 
 if TYPE_CHECKING:
-    from .app import App
+    from ..app import App
 
 
 def candidate_json(c: Candidate, state: ModelState, required_mb: float) -> dict[str, Any]:

@@ -17,22 +17,48 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .httpserver import JSON, HttpServer, Request, Response, ServerLimits, StreamResponse
-from .jsonutil import dumps
-from .log import Logger
-from .simulator_run import Executor, Fault, Job, SimModel, StreamDropped
-from .simulator_sched import GB, MIB, Scheduler
-from .simulator_wire import (
-    EMBEDDING_DIMS, NDJSON, OPENAI_JSON, ChatSseWriter, CompletionSseWriter, Reply, SimError, base64_floats,
+from ..http.server import JSON, HttpServer, Request, Response, ServerLimits, StreamResponse
+from ..jsonutil import dumps
+from ..log import Logger
+from .run import Executor, Fault, SimCall, SimModel, StreamDropped
+from .sched import GB, MIB, ModelScheduler
+from .wire import (
+    EMBEDDING_DIMS,
+    NDJSON,
+    OPENAI_JSON,
+    ChatSseWriter,
+    CompletionSseWriter,
+    Reply,
+    SimError,
+    base64_floats,
     canonical_name,
-    chat_completion, check_v1_messages, digest, full_name, include_usage, message_text, monotonic_to_local,
-    native_chunk, native_final, native_num_predict, ndjson, now_utc, openai_error, owner, parameter_count,
-    parse_keep_alive, plan_reply, reasoning_think, rfc3339, status_message, text_completion, tools_text,
+    chat_completion,
+    check_v1_messages,
+    digest,
+    full_name,
+    include_usage,
+    message_text,
+    monotonic_to_local,
+    native_chunk,
+    native_final,
+    native_num_predict,
+    ndjson,
+    now_utc,
+    openai_error,
+    owner,
+    parameter_count,
+    parse_keep_alive,
+    plan_reply,
+    reasoning_think,
+    rfc3339,
+    status_message,
+    text_completion,
+    tools_text,
 )
 
 if TYPE_CHECKING:
-    from .config_types import Config
-    from .gpu import GpuDevice
+    from ..config.schema import Config
+    from ..gpu import GpuDevice
 
 __all__ = ["Fault", "OllamaSimulator", "SimModel", "SimulatedGpu", "default_models", "run_simulator"]
 
@@ -49,7 +75,7 @@ class SimulatedGpu:
         self._sim = sim
 
     def read_devices(self) -> list[GpuDevice]:
-        from .gpu import GpuDevice  # imported late: the gpu module is optional for the simulator itself
+        from ..gpu import GpuDevice  # imported late: the gpu module is optional for the simulator itself
 
         sim = self._sim
         used = sim.sched.vram_used() / MIB
@@ -90,7 +116,7 @@ class OllamaSimulator:
         self.calls: deque[dict[str, Any]] = deque(maxlen=calls_kept)
         self.loads: list[str] = []
         self.keep_alive_refreshes: list[tuple[str, str]] = []
-        self.sched = Scheduler(
+        self.sched = ModelScheduler(
             vram_bytes=int(gpu_total_mb * MIB), reserved_bytes=int(self.reserved_mb * MIB), max_queue=max_queue,
             max_loaded=max_loaded_models, log=self.log, on_load=self.loads.append,
         )
@@ -276,7 +302,7 @@ class OllamaSimulator:
             raise SimError(404, f"model '{sent}' not found")
         return model, sent
 
-    async def _job(self, req: Request, body: dict[str, Any], keep_alive: float | None) -> Job:
+    async def _job(self, req: Request, body: dict[str, Any], keep_alive: float | None) -> SimCall:
         """Resolve the model, apply any injected fault's head part, and start the clock."""
         t0 = time.perf_counter_ns()
         model, sent = self._lookup(body)
@@ -285,7 +311,7 @@ class OllamaSimulator:
         options = body.get("options") if isinstance(body.get("options"), dict) else {}
         num_ctx = options.get("num_ctx")
         num_ctx = num_ctx if isinstance(num_ctx, int) and num_ctx > 0 else model.context_length
-        return Job(model, sent, keep_alive, num_ctx, fault, t0)
+        return SimCall(model, sent, keep_alive, num_ctx, fault, t0)
 
     def _keep_alive(self, body: dict[str, Any]) -> float | None:
         value = body.get("keep_alive")
@@ -420,7 +446,7 @@ class OllamaSimulator:
         job.stream = body.get("stream") is not False
         return await self._native("generate", job, raw=raw)
 
-    async def _load_only(self, api: str, job: Job, body: dict[str, Any]) -> Response:
+    async def _load_only(self, api: str, job: SimCall, body: dict[str, Any]) -> Response:
         """The empty request: load (or, with keep_alive 0, unload) the model and answer one object."""
         raw = body.get("keep_alive")
         shown = self.default_keep_alive if raw is None else raw if isinstance(raw, str) else json.dumps(raw)
@@ -437,7 +463,7 @@ class OllamaSimulator:
             return Response(200, dumps(obj))
         return Response(200, ndjson(obj), content_type=NDJSON)
 
-    def _check_generative(self, job: Job, api: str) -> None:
+    def _check_generative(self, job: SimCall, api: str) -> None:
         if job.model.embeds:
             raise SimError(400, f'"{job.sent}" does not support {api}')
 
@@ -445,7 +471,7 @@ class OllamaSimulator:
         if capability not in model.capabilities:
             raise SimError(400, f"{full_name(model.canonical)} does not support {capability}")
 
-    def _think(self, value: Any, job: Job) -> bool:
+    def _think(self, value: Any, job: SimCall) -> bool:
         if value is None:
             return "thinking" in job.model.capabilities
         if value is not True and value is not False and value not in _THINK_LEVELS:
@@ -455,13 +481,13 @@ class OllamaSimulator:
             raise SimError(400, f'"{job.sent}" does not support thinking')
         return on
 
-    def _plan(self, job: Job, prompt_text: str, echo_source: str, tools: Any, after_tool: bool, think: bool,
+    def _plan(self, job: SimCall, prompt_text: str, echo_source: str, tools: Any, after_tool: bool, think: bool,
               num_predict: int | None) -> Reply:
         return plan_reply(model=job.sent, prompt_text=prompt_text, echo_source=echo_source, tools=tools,
                           after_tool=after_tool, think=think, num_predict=num_predict,
                           reply_tokens=self.reply_tokens, rng=self._rng)
 
-    async def _native(self, api: str, job: Job, raw: bool) -> Response | StreamResponse:
+    async def _native(self, api: str, job: SimCall, raw: bool) -> Response | StreamResponse:
         reply = job.reply
         assert reply is not None
         context = None if raw or api == "chat" else list(range(100, 100 + reply.prompt_tokens + reply.eval_count))
@@ -530,7 +556,7 @@ class OllamaSimulator:
                               metrics.get("eval_count", 0), self._rng)
         return self._maybe_dropped(job.fault, Response(200, dumps(obj) + b"\n", content_type=OPENAI_JSON))
 
-    async def _sse(self, job: Job, writer: ChatSseWriter | CompletionSseWriter) -> StreamResponse:
+    async def _sse(self, job: SimCall, writer: ChatSseWriter | CompletionSseWriter) -> StreamResponse:
         lease = await self.run.acquire(job)
         reply = job.reply
         assert reply is not None
@@ -591,7 +617,7 @@ class OllamaSimulator:
                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         return self._maybe_dropped(job.fault, Response(200, dumps(out) + b"\n", content_type=OPENAI_JSON))
 
-    async def _embed(self, job: Job, texts: list[str], dimensions: Any,
+    async def _embed(self, job: SimCall, texts: list[str], dimensions: Any,
                      normalise: bool) -> tuple[list[list[float]], dict[str, int]]:
         self._require(job.model, "embedding")
         dims = dimensions if isinstance(dimensions, int) and 0 < dimensions <= EMBEDDING_DIMS else EMBEDDING_DIMS

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
 
-from .jsonutil import dumps
+from ..jsonutil import dumps
 
 FOREVER_S = 292 * 365.25 * 86400  # Go's maximum time.Duration, roughly: how Ollama renders "keep forever"
 NDJSON = "application/x-ndjson"

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
-from .errors import HttpError
-from .httpserver import Request, Response, StreamResponse
-from .jsonutil import parse_json
+from ..errors import HttpError
+from ..http.server import Request, Response, StreamResponse
+from ..jsonutil import parse_json
 
 HandlerFn = Callable[[Request, dict[str, str]], Awaitable["Response | StreamResponse"]]
 

@@ -12,20 +12,20 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .api import Route, read_json
-from .api_status import plain_json
-from .config_types import PRIORITIES, to_json
-from .errors import HttpError
-from .httpserver import Request, Response, StreamResponse, json_response
-from .jsonutil import dumps, iso_ms
-from .relay import StreamStats, relay, sse_comment
-from .routing import RouterMeta, normalize_meta
-from .scheduler import WaitTimeout
-from .service import Exchange, forward_body, validate_chat_body
+from .. import __version__
+from ..config.schema import PRIORITIES, to_json
+from ..errors import HttpError
+from ..http.server import Request, Response, StreamResponse, json_response
+from ..jsonutil import dumps, iso_ms
+from ..relay import StreamStats, relay, sse_comment
+from ..routing import RouterMeta, normalize_meta
+from ..scheduler import WaitTimeout
+from ..service import Exchange, forward_body, validate_chat_body
+from .status import plain_json
+from .table import Route, read_json
 
 if TYPE_CHECKING:
-    from .app import App
+    from ..app import App
 
 PLANE = "runtimeAgent"
 

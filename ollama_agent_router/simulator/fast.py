@@ -13,9 +13,9 @@ import asyncio
 import json
 import time
 
-from .http11 import ProtocolError, find_head_end, parse_head
-from .jsonutil import dumps
-from .log import Logger
+from ..http.parser import ProtocolError, find_head_end, parse_head
+from ..jsonutil import dumps
+from ..log import Logger
 
 _TEXT_404 = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 18\r\n\r\n404 page not found"
 

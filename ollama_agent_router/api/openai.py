@@ -5,17 +5,17 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from .api import Route, read_json
-from .errors import HttpError
-from .httpserver import Request, Response, StreamResponse, json_response
-from .jsonutil import completion_tokens
-from .relay import StreamStats, relay, sse_comment
-from .routing import normalize_meta
-from .scheduler import WaitTimeout
-from .service import Exchange, Routed, forward_body, validate_chat_body
+from ..errors import HttpError
+from ..http.server import Request, Response, StreamResponse, json_response
+from ..jsonutil import completion_tokens
+from ..relay import StreamStats, relay, sse_comment
+from ..routing import normalize_meta
+from ..scheduler import WaitTimeout
+from ..service import Exchange, Routed, forward_body, validate_chat_body
+from .table import Route, read_json
 
 if TYPE_CHECKING:
-    from .app import App
+    from ..app import App
 
 ASYNC_MESSAGE = "Heavy load. Job accepted for asynchronous processing."
 

@@ -4,7 +4,7 @@ It carries the package (with its data files) and the two runtime dependencies in
 PyYAML without its C extension (``yaml`` falls back to its Python code when ``_yaml`` is missing) and
 nvidia-ml-py's ``pynvml.py`` (it loads the NVIDIA driver library with ctypes when the GPU is read).
 
-    python -m ollama_agent_router.build_zipapp [-o dist/ollama-agent-router.pyz]
+    python -m ollama_agent_router.commands.zipapp [-o dist/ollama-agent-router.pyz]
     python3 dist/ollama-agent-router.pyz serve --config config.yaml
 """
 
@@ -57,7 +57,7 @@ def _licences(stage: str) -> None:
 
 def build(output: str = DEFAULT_OUTPUT) -> str:
     """Write the zipapp and return its path."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the whole package, not commands/
     with tempfile.TemporaryDirectory() as stage:
         _copy(package, stage)
         for module in _DEPENDENCIES.values():
@@ -71,7 +71,7 @@ def build(output: str = DEFAULT_OUTPUT) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ollama_agent_router.build_zipapp", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ollama_agent_router.commands.zipapp", description=__doc__.split("\n")[0])
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help=f"where to write it (default {DEFAULT_OUTPUT})")
     args = parser.parse_args(argv)
     path = build(args.output)

@@ -1,0 +1,1 @@
+"""What the command line runs: serve, the client commands, configure and its host detection, the zipapp build."""
