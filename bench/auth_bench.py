@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from conftest import make_config  # noqa: E402  (the test suite's reference config)
 
-from ollama_agent_router.access import AccessControl  # noqa: E402
+from ollama_agent_router.access.control import AccessControl  # noqa: E402
 from ollama_agent_router.access.keys import generate_key  # noqa: E402
 
 N = 20_000  # requests per round
@@ -39,7 +39,7 @@ class FakeRequest:
         self.path = "/v1/chat/completions"
         self.request_id = "bench"
         self.tls = None
-        self.context: dict[str, Any] = {}
+        self.extra_headers: list[tuple[str, str]] = []
 
 
 def control(access: dict | None) -> AccessControl:
@@ -65,7 +65,7 @@ async def measure(ac: AccessControl, headers: dict[str, str], plane: str = "stan
         start = time.perf_counter()
         for i in range(N):
             req = reqs[i % len(reqs)]
-            req.context = {}
+            req.extra_headers = []
             await ac.authorize(req, plane)
         rounds.append((time.perf_counter() - start) / N * 1e6)
     return min(rounds), statistics.median(rounds)

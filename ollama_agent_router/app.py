@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 import time
 
-from .access import AccessControl
+from .access.control import AccessControl
 from .api import admin as api_admin
 from .api import explain as api_explain
 from .api import jobs as api_jobs
@@ -25,11 +25,11 @@ from .http.server import HttpServer, Request, Response, ServerLimits, StreamResp
 from .jobs import JobManager
 from .log import Logger
 from .metrics import Metrics
-from .residency import Lifecycle
+from .residency import Residency
 from .routing import RoutingTable
 from .scheduler import Scheduler
 from .service import Service
-from .snapshot import Runtime
+from .snapshot import Snapshot
 from .upstream import OllamaClient
 
 
@@ -71,12 +71,12 @@ class App:
             pool_size=cfg.ollama.max_connections,
         )
         self.gpu = GpuProbe(cfg.gpu, backend=gpu_backend, log=lambda event, fields: self.log.warning(event, **fields))
-        self.runtime = Runtime(cfg, self.client, self.gpu, self.scheduler, self.table, self.log)
+        self.snapshot = Snapshot(cfg, self.client, self.gpu, self.scheduler, self.table, self.log)
         self.metrics = Metrics(self.table.order, tuple(CORE_TASK_TYPES) + tuple(self.table.task_types))
         self.service = Service(self)
         self.jobs = JobManager(self)
-        self.lifecycle = Lifecycle(self)
-        self.scheduler.effects = self.lifecycle
+        self.residency = Residency(self)
+        self.scheduler.effects = self.residency
         self.access = AccessControl(cfg, log=self.log, metrics=self.metrics)
         self.routes = RouteTable(
             api_status.routes(self) + api_chat.routes(self) + api_jobs.routes(self) + api_admin.routes(self)
@@ -107,30 +107,30 @@ class App:
             return Response(204, b"", headers)
         route, params = self.routes.match(req.method, req.path)
         try:
-            req.context["principal"] = await self.access.authorize(req, route.plane)
+            req.principal = await self.access.authorize(req, route.plane)
             response = await route.handler(req, params)
         except HttpError as e:
             # Rate-limit headers belong on every answer that counted against the limit, errors included.
-            extra = req.context.get("headers")
+            extra = req.extra_headers
             if not extra:
                 raise
             raise HttpError(e.status, e.message, code=e.code, headers=[*e.headers, *extra], extra=e.extra) from None
-        response.headers.extend(req.context.get("headers", ()))
+        response.headers.extend(req.extra_headers)
         if origin is not None:
             response.headers.append(("Access-Control-Allow-Origin", origin))
         return response
 
     async def handle_metrics(self, req: Request) -> Response | StreamResponse:
         route, params = self.metrics_routes.match(req.method, req.path)
-        req.context["principal"] = await self.access.authorize(req, route.plane)
+        req.principal = await self.access.authorize(req, route.plane)
         return await route.handler(req, params)
 
     async def start(self, host: str | None = None, port: int | None = None, metrics_port: int | None = None) -> int:
         """Start serving; ``metrics_port`` overrides the port of ``metrics.bind`` (0 picks a free one)."""
-        await self.runtime.start()
+        await self.snapshot.start()
         host = host or self.cfg.server.host
         self.jobs.start()
-        self.lifecycle.start()
+        self.residency.start()
         self.port = await self.server.listen(host, self.cfg.server.port if port is None else port)
         if self.metrics_server is not None and self.cfg.metrics.bind:
             m_host, _, m_port = self.cfg.metrics.bind.rpartition(":")
@@ -152,9 +152,9 @@ class App:
         if self.metrics_server is not None:
             await self.metrics_server.shutdown(0)
         await self.jobs.stop(max(0.0, deadline - time.monotonic()))
-        await self.lifecycle.stop()
+        await self.residency.stop()
         self.service.stop()
-        await self.runtime.stop()
+        await self.snapshot.stop()
         await self.client.aclose()
         self.access.close()
         return clean

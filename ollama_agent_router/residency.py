@@ -32,7 +32,7 @@ def keep_alive_value(text: str) -> int | str:
     return int(text) if re.fullmatch(r"-?\d+", text) else text
 
 
-class Lifecycle:
+class Residency:
     """The scheduler's ``Effects``: it is told when models go idle and asked whether a load would evict."""
 
     def __init__(self, app: "App") -> None:
@@ -87,7 +87,7 @@ class Lifecycle:
         if sched.is_loaded(model):
             return False
         table = self.app.table
-        free = self.app.runtime.gpu_free_mb
+        free = self.app.snapshot.gpu_free_mb
         if free is None:
             total = self.cfg.gpu.vram_total_mb
             if total <= 0:
@@ -156,5 +156,5 @@ class Lifecycle:
             return False
         self.app.metrics.keep_alive_refreshes.inc(model)
         self.app.log.debug("model_keep_alive", model=model, keepAlive=keep_alive, reason=reason)
-        self.app.runtime.poke()
+        self.app.snapshot.poke()
         return True

@@ -144,7 +144,7 @@ class Service:
 
     def view(self) -> RuntimeView:
         sched = self.app.scheduler
-        return RuntimeView(self.app.runtime.gpu_free_mb, sched.total_waiting, sched.states)
+        return RuntimeView(self.app.snapshot.gpu_free_mb, sched.total_waiting, sched.states)
 
     def route(self, body: dict, meta: RouterMeta, *, pinned: str | None = None, explain: bool = False) -> Routed:
         t0 = time.perf_counter()
@@ -188,7 +188,7 @@ class Service:
                 attempts.append(Attempt(model, e.kind, e.message))
                 last = e.to_http(self.cfg.ollama.base_url)
                 if e.kind == "connect":
-                    app.runtime.poke()
+                    app.snapshot.poke()
                     break
                 self._failed(model)
                 if e.kind == "timeout":

@@ -106,7 +106,7 @@ def loaded_model(entry: dict) -> dict | None:
     return out
 
 
-class Runtime:
+class Snapshot:
     def __init__(self, cfg: Config, client: OllamaClient, gpu: GpuProbe, scheduler: Scheduler,
                  table: RoutingTable, log: Logger) -> None:
         self.cfg = cfg

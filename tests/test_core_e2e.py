@@ -299,7 +299,7 @@ def test_loaded_models_match_with_and_without_latest(stack_factory):
     routes = {k: ["llama3" if n == VIBE else n for n in v] for k, v in __import__("conftest").TEST_CONFIG["routes"].items()}
     stack = stack_factory({"models": models, "routes": routes})
     ask(stack, "Hello there")
-    stack.run(stack.app.runtime.poke)
+    stack.run(stack.app.snapshot.poke)
     wait_for(lambda: stack.app.scheduler.states["llama3"].loaded)
     names = [m["name"] for m in stack.request("GET", "/v1/router/status").json()["loadedModels"]]
     assert "llama3:latest" in names

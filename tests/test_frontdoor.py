@@ -192,7 +192,7 @@ def test_ollama_down_listings_are_json_errors(stack):
         await stack.sim.set_down(True)
 
     stack.call(down())
-    wait_for(lambda: not stack.app.runtime.ollama_reachable)
+    wait_for(lambda: not stack.app.snapshot.ollama_reachable)
     for path in ("/api/ps", "/api/version"):
         r = stack.request("GET", path)
         assert r.status == 503 and r.json()["error"]["code"] == "ollama_unreachable", path

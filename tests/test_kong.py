@@ -58,7 +58,7 @@ def ollama_down(stack) -> None:
         await stack.sim.set_down(True)
 
     stack.call(down())
-    wait_for(lambda: not stack.app.runtime.ollama_reachable)
+    wait_for(lambda: not stack.app.snapshot.ollama_reachable)
 
 
 def execute_body(model: str, content: str, **extra: Any) -> dict:
@@ -172,7 +172,7 @@ def test_snapshot_endpoints_never_wait_on_ollama(stack):
 def test_runtime_contract(stack):
     kong = kong_for(stack, "header")
     assert kong.call("POST", "/v1/router/execute", execute_body(QWEN, "ECHO: OK")).status == 200
-    stack.run(stack.app.runtime.poke)
+    stack.run(stack.app.snapshot.poke)
     wait_for(lambda: stack.app.scheduler.states[QWEN].loaded)
     reply = kong.call("GET", "/v1/router/runtime")
     assert reply.status == 200
@@ -208,7 +208,7 @@ def test_runtime_renders_a_cpu_gpu_split_like_the_ollama_cli(stack_factory):
     stack = stack_factory(sim_kw={"gpu_total_mb": 8192})  # gpt-oss:20b does not fit: partly on the CPU
     kong = kong_for(stack)
     assert kong.call("POST", "/v1/router/execute", execute_body(GPTOSS, "x")).status == 200
-    stack.run(stack.app.runtime.poke)
+    stack.run(stack.app.snapshot.poke)
     wait_for(lambda: stack.app.scheduler.states[GPTOSS].loaded)
     loaded = {m["name"]: m for m in kong.call("GET", "/v1/router/runtime").json()["loadedModels"]}
     assert re.fullmatch(r"(\d+)%/(\d+)% CPU/GPU", loaded[GPTOSS]["processor"])

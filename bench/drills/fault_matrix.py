@@ -141,7 +141,7 @@ ROWS: list[Callable[[], Row]] = [
         setup=inject("*", no_done=True)),
     lambda: Row("/api/ps hangs", {
         "sync": {"200"}, "stream": {"200 [DONE]"}, "async": {"202 -> succeeded"}},
-        setup=lambda s: (inject("/api/ps", first_byte_delay_s=30, times=None)(s), s.run(s.app.runtime.poke)),
+        setup=lambda s: (inject("/api/ps", first_byte_delay_s=30, times=None)(s), s.run(s.app.snapshot.poke)),
         clear=clear_faults),
 ]
 

@@ -21,10 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..api.table import not_found
 from ..config.parse import ConfigError
 from ..config.schema import PLANES, ApiKey, Config, ManagedAccess, PlaneConfig, TrafficLimit
-from ..errors import HttpError
+from ..errors import HttpError, not_found
 from ..http.server import Request
 from ..jsonutil import parse_iso
 from ..log import Logger
@@ -33,29 +32,13 @@ from .audit import AuditLog, DenialLog
 from .keys import UNUSABLE, KeyEntry, KeyIndex, Unusable, extract_credential
 from .managed import ManagedStore
 from .netaddr import LOOPBACK_PROXIES, AddressSet, Client, ClientResolver, is_loopback
+from .principal import Principal
 from .ratelimit import RateLimiter
 from .tlsauth import CertPolicy, parse_subject_pattern, peer_cert
 
 FAILURE_LIMIT = TrafficLimit(requests=10, window_seconds=60)  # failed authentications per client address
 ADMIN_LIMIT = TrafficLimit(requests=600, window_seconds=60)  # admin requests per admin key
 AUDIT_FILE = "access-audit.jsonl"
-
-
-@dataclass(slots=True)
-class Principal:
-    plane: str | None  # the plane the request was admitted on (for job routes: the one it was charged to)
-    key_id: str | None
-    client_ip: str
-    all_jobs: bool = False  # may see every job (runtimeAgent keys, and the open policy of a config without access)
-    subject: str | None = None  # admin: the verified client certificate's subject
-
-    @property
-    def user(self) -> str:
-        """The identity queues, rate limits and job ownership count against."""
-        return f"key:{self.key_id}" if self.key_id else f"ip:{self.client_ip}"
-
-    def can_see(self, owner: str | None) -> bool:
-        return self.all_jobs or owner == self.user
 
 
 @dataclass(frozen=True)
@@ -252,8 +235,8 @@ class AccessControl:
         decision = self.limiter.check((plane, user), limit)
         headers = decision.headers(time.time())
         if decision.allowed:
-            # App.handle puts these on whatever response follows, errors included.
-            req.context.setdefault("headers", []).extend(headers)
+            # The front gate puts these on whatever response follows, errors included.
+            req.extra_headers.extend(headers)
             return
         self.metrics.rate_limited.inc(plane)
         self._deny(req, plane, "rate_limited",

@@ -130,7 +130,7 @@ def routes(app: "App") -> list[Route]:
 
     def audited(action: str, mutation: bool, fn: Callable[[Request, dict[str, str]], Awaitable[Outcome]]):
         async def handler(req: Request, params: dict[str, str]) -> Response:
-            principal = req.context["principal"]
+            principal = req.principal
             fields = dict(action=action, method=req.method, path=req.path[:200], requestId=req.request_id,
                           clientIp=principal.client_ip, principal=principal.key_id, certSubject=principal.subject,
                           target=params.get("id"))

@@ -61,7 +61,7 @@ def explain(app: "App", body: Any) -> dict[str, Any]:
         out["selectedModel"] = d.model
     if routed.pinned is not None:
         out["pinned"] = routed.pinned
-    free = app.runtime.gpu_free_mb
+    free = app.snapshot.gpu_free_mb
     if free is not None:
         out["gpuFreeMb"] = num(free)
     return out

@@ -18,12 +18,12 @@ def routes(app: "App") -> list[Route]:
     def visible_job(req: Request, job_id: str):
         # Another principal's job is indistinguishable from a missing one.
         job = jobs.get(job_id)
-        if not req.context["principal"].can_see(job.owner):
+        if not req.principal.can_see(job.owner):
             raise HttpError(404, "Job not found", code="job_not_found")
         return job
 
     async def list_jobs(req: Request, params: dict[str, str]) -> Response:
-        principal = req.context["principal"]
+        principal = req.principal
         mine = jobs.list(visible=lambda j: principal.can_see(j.owner))
         return json_response(200, {"jobs": [jobs.record(j) for j in mine]})
 

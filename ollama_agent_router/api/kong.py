@@ -85,7 +85,7 @@ def capabilities_body(app: "App") -> dict:
 
 def runtime_body(app: "App") -> dict:
     """C.5, from the background snapshot; ``gpu`` is absent (never null) when there is no GPU reading."""
-    rt = app.runtime
+    rt = app.snapshot
     body: dict[str, Any] = {
         "nodeId": app.cfg.server.node_id,
         "status": rt.status,
@@ -181,7 +181,7 @@ class KongHandlers:
             call = parse_call(self.app, await read_json(req))
             if call.request.get("stream") is True:
                 raise HttpError(400, "stream: true cannot be combined with an async job", code="invalid_router_options")
-            principal = req.context["principal"]
+            principal = req.principal
             job, position = self.app.jobs.submit(call.request, call.model, call.task_type, call.priority,
                                                  principal.user)
         except HttpError as e:

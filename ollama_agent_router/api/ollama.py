@@ -99,7 +99,7 @@ class FrontDoor:
 
     async def tags(self, req: Request, params: dict[str, str]) -> Response:
         try:
-            status, data = await self.app.runtime.tags()
+            status, data = await self.app.snapshot.tags()
         except UpstreamError as e:
             raise e.to_http(self.cfg.ollama.base_url) from None
         if status >= 400:
@@ -129,7 +129,7 @@ class FrontDoor:
                     meta: RouterMeta, failover: bool = True) -> Exchange:
         try:
             return await self.app.service.open(
-                models, path, body_for, priority=meta.priority, user=req.context["principal"].user,
+                models, path, body_for, priority=meta.priority, user=req.principal.user,
                 max_wait=meta.max_queue_time_ms / 1000, timeout_ms=meta.max_execution_time_ms, failover=failover,
             )
         except WaitTimeout:

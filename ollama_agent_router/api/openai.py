@@ -38,7 +38,7 @@ def router_headers(router: dict) -> list[tuple[str, str]]:
 
 def accept_job(app: "App", req: Request, routed: Routed, model: str, reason: str) -> Response:
     """202 with the original's async body; the job runs the same request later on ``model``."""
-    principal = req.context["principal"]
+    principal = req.principal
     job, position = app.jobs.submit(routed.body, model, routed.classification.task_type, routed.meta.priority,
                                     principal.user, candidates=routed.decision.failover_order())
     req.log.update(model=model, mode="async", jobId=job.id)
@@ -65,7 +65,7 @@ async def run_routed(app: "App", req: Request, routed: Routed, stream: bool) -> 
     service = app.service
     meta = routed.meta
     decision = routed.decision
-    principal = req.context["principal"]
+    principal = req.principal
     started = time.perf_counter()
     models = [decision.model] + decision.failover_order()
     try:
@@ -94,7 +94,7 @@ async def run_routed(app: "App", req: Request, routed: Routed, stream: bool) -> 
 def _stream(app: "App", req: Request, routed: Routed, ex: Exchange, started: float) -> StreamResponse:
     router = app.service.router_object(routed, ex)
     stats = StreamStats()
-    plane = req.context["principal"].plane or "standalone"
+    plane = req.principal.plane or "standalone"
 
     def done() -> None:
         ex.slot.release()

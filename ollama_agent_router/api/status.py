@@ -27,10 +27,10 @@ def status_body(app: "App") -> dict:
         "service": SERVICE,
         "queue": app.scheduler.snapshot(),
     }
-    gpu = app.runtime.gpu_json()
+    gpu = app.snapshot.gpu_json()
     if gpu is not None:
         body["gpu"] = gpu
-    body["loadedModels"] = app.runtime.loaded_models
+    body["loadedModels"] = app.snapshot.loaded_models
     body["config"] = {
         "models": len(cfg.models),
         "routes": list(cfg.routes),
@@ -73,7 +73,7 @@ def metrics_text(app: "App") -> str:
     so label sets never mix within a family.
     """
     sched = app.scheduler
-    rt = app.runtime
+    rt = app.snapshot
     gauges: list[Iterable[str]] = [
         gauge("oar_queue_global_queued", "Requests and jobs waiting for a model slot.", [({}, sched.total_waiting)]),
         gauge("oar_queue_global_running", "Requests and jobs running upstream.", [({}, sched.total_running)]),
@@ -118,15 +118,15 @@ def routes(app: "App") -> list[Route]:
 
     async def models(req: Request, params: dict[str, str]) -> Response:
         try:
-            code, tags = await app.runtime.tags()
+            code, tags = await app.snapshot.tags()
         except UpstreamError as e:
             raise e.to_http(app.cfg.ollama.base_url) from None
         body = {"configured": configured_models(app), "ollama": plain_json(tags) if code < 400 else {},
-                "loaded": app.runtime.loaded_models}
+                "loaded": app.snapshot.loaded_models}
         return json_response(200, body)
 
     async def gpu(req: Request, params: dict[str, str]) -> Response:
-        snap = app.runtime.gpu_json()
+        snap = app.snapshot.gpu_json()
         if snap is None:
             return json_response(200, {"provider": app.cfg.gpu.provider, "available": False})
         return json_response(200, snap)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
-from ..errors import HttpError
+from ..errors import HttpError, not_found
 from ..http.server import Request, Response, StreamResponse
 from ..jsonutil import parse_json
 
@@ -27,12 +27,6 @@ class Route:
     pattern: str  # "/v1/jobs/{id}/result"
     plane: str | None
     handler: HandlerFn
-
-
-def not_found() -> HttpError:
-    """The one JSON 404 for every miss. A new error each time: a shared exception object would collect the
-    traceback of every raise, and with it the frames (requests, connections) of every miss, for good."""
-    return HttpError(404, "Not found", code="not_found")
 
 
 class RouteTable:

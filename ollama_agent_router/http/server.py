@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, AsyncIterator, Awaitable, Callable, Union
 
+from ..access.principal import ANONYMOUS
 from ..errors import HttpError, error_payload
 from ..jsonutil import dumps
 from ..log import Logger
@@ -104,7 +105,7 @@ class Request:
 
     __slots__ = (
         "method", "target", "path", "query", "version", "headers", "keep_alive",
-        "client_ip", "request_id", "started", "log", "context", "_head", "_conn",
+        "client_ip", "request_id", "started", "log", "principal", "extra_headers", "_head", "_conn",
     )
 
     def __init__(self, head: RequestHead, conn: "_Connection") -> None:
@@ -122,7 +123,8 @@ class Request:
         self.request_id = rid if rid and _REQUEST_ID.match(rid) else f"{random.getrandbits(64):016x}"
         self.started = time.perf_counter()
         self.log: dict[str, Any] = {}
-        self.context: dict[str, Any] = {}  # per-request state handed between layers (principal, plane…)
+        self.principal = ANONYMOUS  # set by access control before the handler runs
+        self.extra_headers: list[tuple[str, str]] = []  # added to whatever response follows (rate-limit headers)
 
     @property
     def has_body(self) -> bool:

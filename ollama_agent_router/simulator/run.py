@@ -13,7 +13,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from .sched import GB, LOADED_OVERHEAD, QueueFull, Runner, ModelScheduler
+from .sched import GB, LOADED_OVERHEAD, ModelScheduler, QueueFull, Runner
 from .wire import (
     BUSY,
     EMBEDDING_DIMS,

@@ -21,7 +21,7 @@ def unload(stack, model):
 
 
 def set_refresh_delay(stack, seconds):
-    stack.run(lambda: setattr(stack.app.lifecycle, "refresh_delay", seconds))
+    stack.run(lambda: setattr(stack.app.residency, "refresh_delay", seconds))
 
 
 def test_keep_alive_value():
@@ -35,7 +35,7 @@ def test_keep_alive_reaches_ollama_once_per_burst(stack_factory):
         assert stack.request("POST", "/v1/chat/completions", chat_body("Hello there")).status == 200
     assert stack.sim.loaded()[VIBE]["keep_alive"] == 300  # the /v1 requests got Ollama's default
     wait_for(lambda: stack.sim.keep_alive_refreshes)
-    wait_for(lambda: not stack.run(lambda: stack.app.lifecycle.pending_refreshes))
+    wait_for(lambda: not stack.run(lambda: stack.app.residency.pending_refreshes))
     assert stack.sim.keep_alive_refreshes == [(VIBE, "10m")]
     assert stack.sim.loaded()[VIBE]["keep_alive"] == 600
     metrics = stack.request("GET", "/metrics").body.decode()
@@ -49,8 +49,8 @@ def test_no_refresh_brings_back_a_model_ollama_unloaded(stack_factory):
     unload(stack, VIBE)
     loads = list(stack.sim.loads)
     set_refresh_delay(stack, 0.01)
-    stack.run(lambda: stack.app.lifecycle.model_idle(VIBE))
-    wait_for(lambda: not stack.run(lambda: stack.app.lifecycle.pending_refreshes))
+    stack.run(lambda: stack.app.residency.model_idle(VIBE))
+    wait_for(lambda: not stack.run(lambda: stack.app.residency.pending_refreshes))
     assert stack.sim.loads == loads and VIBE not in stack.sim.loaded()
     assert stack.sim.keep_alive_refreshes == [(VIBE, "0")]  # only the test's own unload
 
@@ -69,7 +69,7 @@ def test_pinned_and_prewarmed_models(stack_factory):
     assert stack.sim.keep_alive_refreshes[-1] == (VIBE, "-1")
     wait_for(lambda: stack.sim.loaded()[VIBE]["keep_alive"] is None)
     unload(stack, VIBE)
-    stack.run(stack.app.lifecycle.check_pinned)
+    stack.run(stack.app.residency.check_pinned)
     wait_for(lambda: stack.sim.loads.count(VIBE) == 2)
     wait_for(lambda: VIBE in stack.sim.loaded())
 
@@ -86,7 +86,7 @@ def test_a_loaded_models_queue_is_served_before_a_load_that_would_evict_it(stack
     first = submit(QWEN)
     wait_for(lambda: stack.sim.in_flight.get(QWEN, 0) == 1)
     wait_for(lambda: stack.run(lambda: stack.app.scheduler.is_loaded(QWEN)
-                               and stack.app.lifecycle.would_evict(DEEPSEEK)))
+                               and stack.app.residency.would_evict(DEEPSEEK)))
     second = submit(QWEN)
     third = submit(DEEPSEEK)
     assert stack.run(lambda: [jobs.jobs[i].status for i in (first, second, third)]) == ["running", "queued", "queued"]
