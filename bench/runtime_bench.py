@@ -49,7 +49,7 @@ async def serve(models: int) -> None:
     import dataclasses
 
     from ollama_agent_router.api.kong import runtime_body
-    from ollama_agent_router.api.status import metrics_text
+    from ollama_agent_router.api.status import StatusRoutes
     from ollama_agent_router.app import App
     from ollama_agent_router.config.parse import parse_config
     from ollama_agent_router.jsonutil import dumps
@@ -63,6 +63,7 @@ async def serve(models: int) -> None:
     app = App(cfg, log=Logger("error"), gpu_backend=sim.gpu_backend())
     port = await app.start("127.0.0.1", 0)
     m = app.metrics
+    state = StatusRoutes(app.cfg, app.scheduler, app.snapshot, app.jobs, m)
     for i, name in enumerate(app.table.order):
         for status in ("200", "502"):
             m.requests.inc("standalone", "code_generate", name, "sync", status)
@@ -91,12 +92,12 @@ async def serve(models: int) -> None:
     for _ in range(200):
         touch_all()
         t0 = time.process_time()
-        metrics_text(app)
+        state.metrics_text()
         cpu += time.process_time() - t0
     render_ms = cpu / 200 * 1000  # CPU time: what one scrape costs the node, whatever else runs on the box
     t0 = time.process_time()
     for _ in range(1000):
-        dumps(runtime_body(app))
+        dumps(runtime_body(app.cfg, app.snapshot, app.scheduler, app.jobs))
     snapshot_ms = (time.process_time() - t0)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -1,34 +1,30 @@
-"""Wiring: one App per process holds the config-derived parts and turns a request into a response.
+"""Wiring: the one place that builds every part from the config and hands each the parts it uses.
 
-A request goes: httpserver (parse, limits) -> App.handle (origin check, route table, access) ->
-the route's handler (api_*.py) -> service (classify, decide, slot, upstream) -> relay or JSON.
+Construction follows the arrows (each part is built after what it takes), and nothing is patched in
+afterwards. ``docs/architecture.md`` walks one request through the parts; ``App`` itself only builds,
+starts and stops them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 
 from .access.control import AccessControl
-from .api import admin as api_admin
-from .api import explain as api_explain
-from .api import jobs as api_jobs
-from .api import kong as api_kong
-from .api import ollama as api_frontdoor
-from .api import openai as api_chat
-from .api import status as api_status
+from .api import admin, explain, jobs, kong, ollama, openai, status
+from .api.gate import FrontGate
 from .api.table import RouteTable
 from .config.schema import CORE_TASK_TYPES, Config
-from .errors import HttpError
 from .gpu import GpuBackend, GpuProbe
-from .http.server import HttpServer, Request, Response, ServerLimits, StreamResponse
+from .http.server import HttpServer, ServerLimits
 from .jobs import JobManager
 from .log import Logger
 from .metrics import Metrics
 from .residency import Residency
 from .routing import RoutingTable
+from .runner import Runner
 from .scheduler import Scheduler
-from .service import Service
 from .snapshot import Snapshot
 from .upstream import OllamaClient
 
@@ -63,67 +59,41 @@ def tls_context(cfg: Config) -> ssl.SSLContext | None:
 class App:
     def __init__(self, cfg: Config, *, log: Logger | None = None, gpu_backend: GpuBackend | None = None) -> None:
         self.cfg = cfg
-        self.log = log or Logger("info")
-        self.table = RoutingTable(cfg)
-        self.scheduler = Scheduler(cfg)
-        self.client = OllamaClient(
-            cfg.ollama.base_url, connect_timeout=cfg.ollama.connect_timeout_ms / 1000,
-            pool_size=cfg.ollama.max_connections,
-        )
-        self.gpu = GpuProbe(cfg.gpu, backend=gpu_backend, log=lambda event, fields: self.log.warning(event, **fields))
-        self.snapshot = Snapshot(cfg, self.client, self.gpu, self.scheduler, self.table, self.log)
-        self.metrics = Metrics(self.table.order, tuple(CORE_TASK_TYPES) + tuple(self.table.task_types))
-        self.service = Service(self)
-        self.jobs = JobManager(self)
-        self.residency = Residency(self)
-        self.scheduler.effects = self.residency
-        self.access = AccessControl(cfg, log=self.log, metrics=self.metrics)
+        self.log = log = log or Logger("info")
+        self.table = table = RoutingTable(cfg)
+        self.metrics = metrics = Metrics(table.order, tuple(CORE_TASK_TYPES) + tuple(table.task_types))
+        self.client = client = OllamaClient(cfg.ollama.base_url, connect_timeout=cfg.ollama.connect_timeout_ms / 1000,
+                                            pool_size=cfg.ollama.max_connections)
+        poll_now = asyncio.Event()  # the snapshot waits on it between polls; whoever sets it gets a poll soon
+        self.residency = residency = Residency(cfg, client, metrics, log, refresh_snapshot=poll_now.set)
+        self.scheduler = scheduler = Scheduler(cfg, residency)
+        gpu = GpuProbe(cfg.gpu, backend=gpu_backend, log=lambda event, fields: log.warning(event, **fields))
+        self.snapshot = snapshot = Snapshot(cfg, client, gpu, table, log,
+                                            listeners=(scheduler.set_loaded, residency.set_loaded), wake=poll_now)
+        self.runner = runner = Runner(cfg, table, scheduler, client, snapshot, metrics, log)
+        self.jobs = job_manager = JobManager(cfg, scheduler, runner, metrics, log)
+        self.access = access = AccessControl(cfg, log=log, metrics=metrics)
+        state = status.StatusRoutes(cfg, scheduler, snapshot, job_manager, metrics)
         self.routes = RouteTable(
-            api_status.routes(self) + api_chat.routes(self) + api_jobs.routes(self) + api_admin.routes(self)
-            + api_kong.routes(self) + api_frontdoor.routes(self) + api_explain.routes(self),
+            state.routes()
+            + openai.OpenAIDoor(cfg, runner, job_manager, table).routes()
+            + jobs.routes(job_manager)
+            + admin.AdminRoutes(access).routes()
+            + kong.KongDoor(cfg, runner, job_manager, table, snapshot, scheduler).routes()
+            + ollama.OllamaDoor(cfg, runner, snapshot, client).routes()
+            + explain.Explainer(cfg, runner, table, scheduler, snapshot).routes(),
             cfg.server.base_path,
         )
-        self.allowed_origins = frozenset(cfg.server.allowed_origins)
-        self.server = HttpServer(self.handle, limits=server_limits(cfg), ssl_context=tls_context(cfg), log=self.log)
+        origins = frozenset(cfg.server.allowed_origins)
+        self.gate = FrontGate(self.routes, access, origins)
+        self.server = HttpServer(self.gate.handle, limits=server_limits(cfg), ssl_context=tls_context(cfg), log=log)
         self.port: int | None = None
         # metrics.bind: /metrics alone on its own plain-HTTP listener, off the public interface.
         self.metrics_server: HttpServer | None = None
         self.metrics_port: int | None = None
         if cfg.metrics.bind:
-            self.metrics_routes = RouteTable([api_status.metrics_route(self)], cfg.server.base_path)
-            self.metrics_server = HttpServer(self.handle_metrics, limits=server_limits(cfg), log=self.log)
-
-    async def handle(self, req: Request) -> Response | StreamResponse:
-        origin = req.headers.get("origin")
-        if origin is not None and origin not in self.allowed_origins:
-            # Browsers attach Origin; a web page must not be able to drive a localhost router.
-            raise HttpError(403, f"Cross-origin requests from {origin[:100]} are not allowed", code="origin_not_allowed")
-        if req.method == "OPTIONS":
-            headers = [("Allow", self.routes.allowed(req.path))]
-            if origin is not None:
-                headers += [("Access-Control-Allow-Origin", origin),
-                            ("Access-Control-Allow-Methods", headers[0][1]),
-                            ("Access-Control-Allow-Headers", "authorization, content-type, x-api-key, x-request-id")]
-            return Response(204, b"", headers)
-        route, params = self.routes.match(req.method, req.path)
-        try:
-            req.principal = await self.access.authorize(req, route.plane)
-            response = await route.handler(req, params)
-        except HttpError as e:
-            # Rate-limit headers belong on every answer that counted against the limit, errors included.
-            extra = req.extra_headers
-            if not extra:
-                raise
-            raise HttpError(e.status, e.message, code=e.code, headers=[*e.headers, *extra], extra=e.extra) from None
-        response.headers.extend(req.extra_headers)
-        if origin is not None:
-            response.headers.append(("Access-Control-Allow-Origin", origin))
-        return response
-
-    async def handle_metrics(self, req: Request) -> Response | StreamResponse:
-        route, params = self.metrics_routes.match(req.method, req.path)
-        req.principal = await self.access.authorize(req, route.plane)
-        return await route.handler(req, params)
+            metrics_gate = FrontGate(RouteTable([state.metrics_route()], cfg.server.base_path), access, origins)
+            self.metrics_server = HttpServer(metrics_gate.handle, limits=server_limits(cfg), log=log)
 
     async def start(self, host: str | None = None, port: int | None = None, metrics_port: int | None = None) -> int:
         """Start serving; ``metrics_port`` overrides the port of ``metrics.bind`` (0 picks a free one)."""
@@ -153,7 +123,7 @@ class App:
             await self.metrics_server.shutdown(0)
         await self.jobs.stop(max(0.0, deadline - time.monotonic()))
         await self.residency.stop()
-        self.service.stop()
+        self.runner.stop()
         await self.snapshot.stop()
         await self.client.aclose()
         self.access.close()

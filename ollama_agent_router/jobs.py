@@ -22,16 +22,17 @@ import json
 import secrets
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+from .config.schema import Config
 from .errors import HttpError, error_payload
 from .jobstore import ACTIVE, STATUSES, Job, StoreError, open_store
 from .jsonutil import dumps
-from .scheduler import Slot, priority_name
-from .service import forward_body
-
-if TYPE_CHECKING:
-    from .app import App
+from .log import Logger
+from .metrics import Metrics
+from .runner import Call, Runner, forward_body
+from .scheduler import Scheduler, Slot, priority_name
+from .upstream import json_or_raw
 
 __all__ = ["Job", "JobManager", "new_job_id"]
 
@@ -52,14 +53,18 @@ def error_json(status: int, message: str, code: str, extra: dict | None = None) 
 
 
 class JobManager:
-    def __init__(self, app: "App", clock: Callable[[], float] = time.time) -> None:
-        self.app = app
-        self.cfg = app.cfg
+    def __init__(self, cfg: Config, scheduler: Scheduler, runner: Runner, metrics: Metrics, log: Logger,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.scheduler = scheduler
+        self.runner = runner
+        self.metrics = metrics
+        self.log = log
         self.clock = clock
-        jc = app.cfg.jobs
+        self.models = frozenset(m.name for m in cfg.models)
+        jc = cfg.jobs
         self.ttl = jc.result_ttl_seconds
-        self.store = open_store(jc.store, jc.sqlite_path, lambda message: app.log.error("job_store_failed",
-                                                                                       error=message))
+        self.store = open_store(jc.store, jc.sqlite_path, lambda message: log.error("job_store_failed", error=message))
         self.jobs: dict[str, Job] = {}  # creation order
         self.counts = dict.fromkeys(STATUSES, 0)
         # Ids in deadline order, so expiry and eviction touch only the jobs concerned.
@@ -121,7 +126,7 @@ class JobManager:
         """
         if self._closing:
             raise HttpError(503, "The router is shutting down", code="shutting_down", headers=[("Retry-After", "5")])
-        scheduler = self.app.scheduler
+        scheduler = self.scheduler
         scheduler.check_queue_limits(owner)
         order = (model,) + tuple(c for c in candidates if c != model)
         job = Job(
@@ -139,7 +144,7 @@ class JobManager:
         try:
             self.store.insert(job)
         except StoreError as e:
-            self.app.log.error("job_store_failed", error=f"{type(e).__name__}: {e}")
+            self.log.error("job_store_failed", error=f"{type(e).__name__}: {e}")
             raise HttpError(503, "The job store cannot accept jobs right now", code="job_store_unavailable",
                             headers=[("Retry-After", "5")]) from None
         self._add(job)
@@ -158,10 +163,8 @@ class JobManager:
         job.status = status
 
     def _enqueue(self, job: Job) -> None:
-        job.ticket = self.app.scheduler.enqueue(
-            job.selected_model, priority_name(job.priority), job.owner, check_limits=False,
-            on_start=functools.partial(self._start, job),
-        )
+        job.ticket = self.scheduler.enqueue(job.selected_model, priority_name(job.priority), job.owner,
+                                            functools.partial(self._start, job), check_limits=False)
 
     # ---- running ------------------------------------------------------------------------------------
     def _start(self, job: Job, slot: Slot) -> None:
@@ -181,25 +184,21 @@ class JobManager:
         job.task = asyncio.get_running_loop().create_task(self._run(job, slot))
 
     async def _run(self, job: Job, slot: Slot) -> None:
-        app = self.app
         try:
             body = json.loads(job.request_json)
             body["stream"] = False  # a job's result is the whole completion
-            ex = await app.service.open(
-                [job.selected_model], job.path, lambda m: forward_body(body, m),
-                priority=priority_name(job.priority), user=job.owner, max_wait=None, timeout_ms=None,
-                failover=False, slot=slot,
-            )
-            result = await app.service.read_result(ex)
+            call = Call(job.path, lambda m: forward_body(body, m), [job.selected_model], priority_name(job.priority),
+                        job.owner, None, None, failover=False)
+            raw = await self.runner.complete(call, slot)
         except asyncio.CancelledError:
             return  # cancelled, or the router is stopping: whoever cancelled has set the status
         except HttpError as e:
             self._attempt_failed(job, e)
         except Exception as e:
-            app.log.error("job_crashed", jobId=job.id, error=f"{type(e).__name__}: {e}")
+            self.log.error("job_crashed", jobId=job.id, error=f"{type(e).__name__}: {e}")
             self._finish(job, "failed", error=error_json(500, "The job failed inside the router", "internal_error"))
         else:
-            self._finish(job, "succeeded", result=dumps(result).decode("utf-8"))
+            self._finish(job, "succeeded", result=dumps(json_or_raw(raw)).decode("utf-8"))
         finally:
             slot.release()
             job.task = None
@@ -217,7 +216,7 @@ class JobManager:
         job.error_json = failure  # the last failure stays visible while the job waits
         self.store.save(job)
         delay = min(MAX_BACKOFF_S, self.cfg.jobs.retry_backoff_ms / 1000 * 2 ** (job.attempts - 1))
-        self.app.log.info("job_retry", jobId=job.id, attempt=job.attempts, model=job.selected_model,
+        self.log.info("job_retry", jobId=job.id, attempt=job.attempts, model=job.selected_model,
                           delayMs=int(delay * 1000), error=err.message)
         job.timer = asyncio.get_running_loop().call_later(delay, self._retry, job)
 
@@ -228,10 +227,10 @@ class JobManager:
 
     def _next_model(self, job: Job) -> str:
         """The next candidate after the current model, skipping models in cooldown when another is left."""
-        order = [m for m in job.candidates if m in self.app.table.models] or [job.selected_model]
+        order = [m for m in job.candidates if m in self.models] or [job.selected_model]
         i = order.index(job.selected_model) if job.selected_model in order else -1
         ring = [order[(i + k) % len(order)] for k in range(1, len(order) + 1)]
-        states = self.app.scheduler.states
+        states = self.scheduler.states
         return next((m for m in ring if not states[m].cooldown), ring[0])
 
     def cancel(self, job: Job) -> None:
@@ -247,7 +246,7 @@ class JobManager:
 
     def _withdraw(self, job: Job) -> None:
         if job.ticket is not None:
-            self.app.scheduler.cancel(job.ticket)
+            self.scheduler.cancel(job.ticket)
             job.ticket = None
         if job.timer is not None:
             job.timer.cancel()
@@ -262,7 +261,7 @@ class JobManager:
         job.error_json = error
         self.store.save(job)
         self._done.append(job.id)
-        self.app.metrics.jobs_finished.inc(status)
+        self.metrics.jobs_finished.inc(status)
         self._trim()
 
     def _expire(self, job: Job) -> None:
@@ -274,7 +273,7 @@ class JobManager:
         self.store.save(job)
         self._expired.append(job.id)
         if was_active:
-            self.app.metrics.jobs_finished.inc("expired")
+            self.metrics.jobs_finished.inc("expired")
 
     # ---- retention ----------------------------------------------------------------------------------
     def cleanup(self) -> None:
@@ -339,7 +338,7 @@ class JobManager:
 
     def _recover(self) -> None:
         now = self.clock()
-        models = self.app.table.models
+        models = self.models
         finished: list[Job] = []
         requeue: list[Job] = []
         for job in self.store.load():
@@ -363,7 +362,7 @@ class JobManager:
         for job in requeue:
             self._enqueue(job)
         if self.jobs:
-            self.app.log.info("jobs_recovered", requeued=len(requeue), retained=len(self.jobs))
+            self.log.info("jobs_recovered", requeued=len(requeue), retained=len(self.jobs))
 
     def _fail_stored(self, job: Job, now: float, message: str, code: str) -> None:
         job.status = "failed"

@@ -155,10 +155,11 @@ def add_member(raw: bytes, key: str, value: Any) -> bytes | None:
     return head + sep + dumps(key) + b":" + dumps(value) + b"}"
 
 
-_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_USAGE_FIGURES = re.compile(rb'"(completion_tokens|output_tokens|eval_count|eval_duration)"\s*:\s*(\d+)')
 
 
-def completion_tokens(raw: bytes) -> int | None:
-    """The usage figure a tokens-per-second metric needs, read without parsing the reply."""
-    m = _COMPLETION_TOKENS.search(raw)
-    return int(m.group(1)) if m else None
+def usage_figures(raw: bytes) -> dict[str, int] | None:
+    """The figures a tokens-per-second metric needs (OpenAI ``completion_tokens``, Anthropic and Responses
+    ``output_tokens``, Ollama's ``eval_count``/``eval_duration``), read from a reply without parsing it."""
+    found = {m.group(1).decode(): int(m.group(2)) for m in _USAGE_FIGURES.finditer(raw)}
+    return found or None

@@ -124,14 +124,14 @@ def generation_rate(usage: Any, seconds: float, first_byte: float | None, chunks
     """Tokens per second of one reply, from the best evidence at hand.
 
     Ollama-native usage carries ``eval_count``/``eval_duration`` (exact). OpenAI usage carries
-    ``completion_tokens``, timed from the first byte when streamed. Without usage, a stream's chunk
+    ``completion_tokens`` (Anthropic and Responses: ``output_tokens``), timed from the first byte when streamed. Without usage, a stream's chunk
     count stands in for its token count (Ollama flushes one token per chunk).
     """
     if isinstance(usage, dict):
         count, duration = usage.get("eval_count"), usage.get("eval_duration")
         if isinstance(count, int) and isinstance(duration, (int, float)) and count > 0 and duration > 0:
             return count / (duration / 1e9)
-        tokens = usage.get("completion_tokens")
+        tokens = usage.get("completion_tokens", usage.get("output_tokens"))
     else:
         tokens = None
     if not isinstance(tokens, int) or isinstance(tokens, bool):

@@ -1,4 +1,4 @@
-"""Model lifecycle: keep-alive refreshes, pinned and prewarmed models, and the load-batching guard.
+"""Which models stay resident in VRAM: keep-alive refreshes, pinned and prewarmed models, deferred loads.
 
 Ollama's OpenAI layer ignores ``keep_alive``: after every ``/v1`` request a model gets the server's
 default keep-alive (the last request's value wins). So when a model goes idle the router sends it one
@@ -9,18 +9,22 @@ refresh goes only to a model that is still loaded: it must never bring back a mo
 Pinned and prewarmed models are loaded at start-up; a pinned model that has gone (evicted, Ollama
 restarted) is loaded again by a check every ``PIN_CHECK_S``. Everything runs on loop timers: one per
 model that has just gone idle, one for the pinned models; no task polls.
+
+This is the scheduler's ``Effects``: the scheduler tells it when a model goes busy or idle and when a
+load was held back; it never asks the scheduler anything. What is loaded comes from the runtime snapshot
+(``set_loaded``); after a load it asks for an early poll through an event the snapshot waits on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, Coroutine
+from typing import Callable, Coroutine
 
-from .upstream import UpstreamError
-
-if TYPE_CHECKING:
-    from .app import App
+from .config.schema import Config
+from .log import Logger
+from .metrics import Metrics
+from .upstream import OllamaClient, UpstreamError
 
 REFRESH_DELAY_S = 5.0  # idle this long before the refresh: a burst of requests is one refresh
 PIN_CHECK_S = 30.0
@@ -33,15 +37,18 @@ def keep_alive_value(text: str) -> int | str:
 
 
 class Residency:
-    """The scheduler's ``Effects``: it is told when models go idle and asked whether a load would evict."""
-
-    def __init__(self, app: "App") -> None:
-        self.app = app
-        self.cfg = app.cfg
-        self.keep_alive = keep_alive_value(self.cfg.ollama.keep_alive)
+    def __init__(self, cfg: Config, client: OllamaClient, metrics: Metrics, log: Logger,
+                 refresh_snapshot: Callable[[], None] = lambda: None) -> None:
+        self.cfg = cfg
+        self.refresh_snapshot = refresh_snapshot  # after a load: the scheduler should learn of it soon
+        self.client = client
+        self.metrics = metrics
+        self.log = log
+        self.keep_alive = keep_alive_value(cfg.ollama.keep_alive)
         self.refresh_delay = REFRESH_DELAY_S
         self.pin_interval = PIN_CHECK_S
-        self._pinned = [m.name for m in self.cfg.models if m.pinned]
+        self._pinned = frozenset(m.name for m in cfg.models if m.pinned)
+        self._loaded: frozenset[str] = frozenset()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._pin_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -53,7 +60,11 @@ class Residency:
         return list(self._timers)
 
     def keep_alive_for(self, model: str) -> int | str:
-        return -1 if self.app.table.models[model].pinned else self.keep_alive
+        return -1 if model in self._pinned else self.keep_alive
+
+    def set_loaded(self, loaded: dict[str, str], free_mb: float | None) -> None:
+        """The configured models Ollama has loaded now (from the runtime snapshot)."""
+        self._loaded = frozenset(loaded)
 
     # ---- start and stop -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -81,38 +92,27 @@ class Residency:
             await self._load(name, "prewarm")
 
     # ---- the scheduler's effects --------------------------------------------------------------------
-    def would_evict(self, model: str) -> bool:
-        """Loading ``model`` would not fit beside the loaded models (free VRAM from the runtime snapshot)."""
-        sched = self.app.scheduler
-        if sched.is_loaded(model):
-            return False
-        table = self.app.table
-        free = self.app.snapshot.gpu_free_mb
-        if free is None:
-            total = self.cfg.gpu.vram_total_mb
-            if total <= 0:
-                return False  # nothing known about memory: no reason to hold anything back
-            free = total - sum(table.required_mb[m] for m in table.models if sched.is_loaded(m))
-        return table.required_mb[model] > free
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(delay, callback)
 
     def load_deferred(self, model: str) -> None:
-        self.app.metrics.loads_avoided.inc(model)
-        self.app.log.debug("model_load_deferred", model=model)
+        self.metrics.loads_avoided.inc(model)
+        self.log.debug("model_load_deferred", model=model)
+
+    def model_busy(self, model: str) -> None:
+        timer = self._timers.pop(model, None)
+        if timer is not None:
+            timer.cancel()  # in use again: its next idle moment refreshes it
 
     def model_idle(self, model: str) -> None:
-        old = self._timers.pop(model, None)
-        if old is not None:
-            old.cancel()
+        self.model_busy(model)
         self._timers[model] = asyncio.get_running_loop().call_later(self.refresh_delay, self._refresh, model)
 
     # ---- refreshing ---------------------------------------------------------------------------------
     def _refresh(self, model: str) -> None:
         del self._timers[model]
-        sched = self.app.scheduler
-        waiting, running = sched.counts(model)
-        if waiting or running or not sched.is_loaded(model):
-            return  # in use again (its next idle moment refreshes), or gone (it must not come back)
-        self._spawn(self._load(model, "keep_alive"))
+        if model in self._loaded:  # a model Ollama has unloaded must not come back
+            self._spawn(self._load(model, "keep_alive"))
 
     def _arm_pin_check(self) -> None:
         self._pin_timer = asyncio.get_running_loop().call_later(self.pin_interval, self._pin_tick)
@@ -123,10 +123,8 @@ class Residency:
 
     def check_pinned(self) -> None:
         """Load again every pinned model that Ollama no longer has loaded."""
-        sched = self.app.scheduler
-        for name in self._pinned:
-            if not sched.is_loaded(name):
-                self._spawn(self._load(name, "pinned"))
+        for name in self._pinned - self._loaded:
+            self._spawn(self._load(name, "pinned"))
 
     def _spawn(self, coro: Coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -141,20 +139,21 @@ class Residency:
         keep_alive = self.keep_alive_for(model)
         body = {"model": model, "keep_alive": keep_alive, "stream": False}
         try:
-            status, reply = await self.app.client.post_json(
+            status, reply = await self.client.post_json(
                 f"{self.cfg.ollama.native_api_base_path}/generate", body,
                 timeout=self.cfg.ollama.request_timeout_ms / 1000)
         except UpstreamError as e:
-            self.app.log.warning("model_load_failed", model=model, reason=reason, error=e.message)
+            self.log.warning("model_load_failed", model=model, reason=reason, error=e.message)
             return False
         finally:
             self._loading.discard(model)
         if status >= 400:
             error = reply.get("error") if isinstance(reply, dict) else None
-            self.app.log.warning("model_load_failed", model=model, reason=reason, status=status,
-                                 error=error if isinstance(error, str) else f"HTTP {status}")
+            self.log.warning("model_load_failed", model=model, reason=reason, status=status,
+                             error=error if isinstance(error, str) else f"HTTP {status}")
             return False
-        self.app.metrics.keep_alive_refreshes.inc(model)
-        self.app.log.debug("model_keep_alive", model=model, keepAlive=keep_alive, reason=reason)
-        self.app.snapshot.poke()
+        self._loaded |= {model}  # it is loaded now; the snapshot poll it asks for tells everyone else
+        self.refresh_snapshot()
+        self.metrics.keep_alive_refreshes.inc(model)
+        self.log.debug("model_keep_alive", model=model, keepAlive=keep_alive, reason=reason)
         return True

@@ -13,6 +13,7 @@ from typing import Any, Mapping, NamedTuple
 
 from .config.schema import PRIORITIES, Config, ModelSpec
 from .errors import HttpError
+from .eviction import required_mb
 from .jsonutil import to_fixed1
 
 MODES = ("auto", "sync", "async")
@@ -73,10 +74,6 @@ class Decision:
     heavy_load: bool = False
     status: int = 200
 
-    @property
-    def fallback_models(self) -> list[str]:
-        return [c for c in self.candidates if c != self.model]
-
     def failover_order(self) -> list[str]:
         """Models to try after the selected one, best first."""
         return [c.name for c in self.ranked if c.name != self.model]
@@ -130,7 +127,7 @@ class RoutingTable:
         for m in cfg.models:
             for tag in dict.fromkeys(m.purpose + m.tags):
                 self.by_purpose.setdefault(tag, []).append(m.name)
-        self.required_mb = {m.name: m.size_gb * 1024 + cfg.gpu.vram_safety_reserve_mb for m in cfg.models}
+        self.required_mb = {m.name: required_mb(m, cfg.gpu.vram_safety_reserve_mb) for m in cfg.models}
         self.facts = {m.name: _ModelFacts.of(m, self.required_mb[m.name]) for m in cfg.models}
         self.task_types = frozenset(cfg.routes) | frozenset(t for m in cfg.models for t in m.purpose)
         # Any task type the config never names scores and selects like every other such type, so the

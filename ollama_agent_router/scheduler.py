@@ -1,4 +1,4 @@
-"""Per-model queues and concurrency slots, on the event loop, with no locks.
+"""Per-model queues and concurrency slots: decisions in plain code, effects behind a small interface.
 
 Each model has three FIFO lanes (low, normal, high). A waiting ticket is promoted one level per
 ``queue.agingMs`` so a low-priority request is never starved; because a lane is FIFO its head is
@@ -12,7 +12,11 @@ error, timeout, client disconnect, cancel): ``Slot.release`` is idempotent and t
 Load batching: starting a model that is not loaded makes Ollama load it, and when it does not fit it
 unloads another. While a loaded model still has requests waiting here, such a load is held back, unless
 the new request's priority is higher or it has waited one aging step (half its queue budget at most).
-The scheduler only decides; whether a load would evict is asked of ``Effects`` (``lifecycle.py``).
+
+The shape is llama-swap's: ``grant`` (which ticket starts next) and ``hold_until`` (is a load held back)
+are pure functions of plain data; ``Scheduler`` keeps the queues and calls them, synchronously, and
+everything it needs done — a wake-up timer, telling the model lifecycle — goes through ``Effects``.
+Waiting with a future and a deadline is the thin ``acquire`` shell at the end.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Container, Protocol, Sequence
 
 from .config.schema import PRIORITY_WEIGHTS, Config, ModelSpec
 from .errors import HttpError
+from .eviction import Resident, evictions, free_vram, required_mb
 from .routing import ModelState
 
 _LANES = ("low", "normal", "high")
+FOREVER = float("inf")
 
 
 class QueueLimit(HttpError):
@@ -41,28 +47,24 @@ class WaitTimeout(Exception):
     """A ticket was not started within its maximum queue time; it has been removed from the queue."""
 
 
-class Effects(Protocol):
-    """What the scheduler asks of, and tells, the model lifecycle."""
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
 
-    def would_evict(self, model: str) -> bool:
-        """Starting ``model`` now would make Ollama unload another model."""
+
+class Effects(Protocol):
+    """What the scheduler needs done: one timer, and telling the model lifecycle what happened."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        """Run ``callback`` after ``delay`` seconds (the scheduler's only timer: a held-back load's wake-up)."""
 
     def load_deferred(self, model: str) -> None:
         """A load of ``model`` was held back to let a loaded model serve its queue."""
 
+    def model_busy(self, model: str) -> None:
+        """``model`` has something running or waiting again."""
+
     def model_idle(self, model: str) -> None:
         """``model`` has nothing running and nothing waiting any more."""
-
-
-class NoEffects:
-    def would_evict(self, model: str) -> bool:
-        return False
-
-    def load_deferred(self, model: str) -> None:
-        pass
-
-    def model_idle(self, model: str) -> None:
-        pass
 
 
 @dataclass(eq=False, slots=True)
@@ -72,8 +74,7 @@ class Ticket:
     seq: int
     enqueued: float
     user: str | None
-    future: asyncio.Future | None = None  # a waiting coroutine (sync requests) ...
-    on_start: Callable[["Slot"], None] | None = None  # ... or a callback (jobs: no task per queued job)
+    on_start: Callable[["Slot"], None]  # given the slot when the ticket starts
     deadline: float | None = None  # clock time after which a sync waiter gives up
     cancelled: bool = False  # withdrawn, or already started
     deferred: bool = False  # its model's load has been held back at least once
@@ -95,34 +96,108 @@ class Slot:
             self.scheduler._release(self)
 
 
+# ---- the decisions: pure functions -------------------------------------------------------------------
+def level(ticket: Ticket, now: float, aging: float) -> int:
+    """A ticket's effective priority: its lane, promoted one level per aging step, at most high."""
+    return min(2, ticket.lane + int((now - ticket.enqueued) / aging))
+
+
+def hold_until(ticket: Ticket, now: float, aging: float, protected: int, loaded: Container[str],
+               evicts: Callable[[str], bool]) -> float | None:
+    """Until when the start of ``ticket`` is held back (None: it may start now).
+
+    Held back: its model is not loaded, loading it would evict another, and a loaded model has requests
+    waiting at ``protected`` priority or above. The ticket's priority above that, or its age (one aging
+    step, at most half its queue budget), lets it through.
+    """
+    if protected < 0 or ticket.lane > protected or ticket.model in loaded:
+        return None
+    patience = aging
+    if ticket.deadline is not None:
+        patience = min(patience, (ticket.deadline - ticket.enqueued) / 2)
+    until = ticket.enqueued + patience
+    if now >= until or not evicts(ticket.model):
+        return None
+    return until
+
+
+def grant(heads: Sequence[Ticket], now: float, aging: float, protected: int, loaded: Container[str],
+          evicts: Callable[[str], bool]) -> tuple[Ticket | None, list[tuple[Ticket, float]]]:
+    """Which of the startable models' head tickets starts next, and which were held back (with until when).
+
+    The best effective priority wins, the oldest among equals; a held-back head gives way to the next best.
+    """
+    best: Ticket | None = None
+    best_key = (-1, 0)
+    held: list[tuple[Ticket, float]] = []
+    for t in heads:
+        key = (level(t, now, aging), -t.seq)
+        if key <= best_key:
+            continue
+        until = hold_until(t, now, aging, protected, loaded, evicts)
+        if until is None:
+            best, best_key = t, key
+        else:
+            held.append((t, until))
+    return best, held
+
+
+# ---- the state the decisions read --------------------------------------------------------------------
 @dataclass
 class _ModelQueue:
     spec: ModelSpec
     lanes: tuple[deque, deque, deque] = field(default_factory=lambda: (deque(), deque(), deque()))
     waiting: int = 0
     running: int = 0
-    peak_running: int = 0
+
+    def head(self, now: float, aging: float) -> Ticket | None:
+        """The best waiting ticket: of the three lane heads (a FIFO lane's head is its oldest), the one with
+        the best effective priority, the oldest among equals."""
+        best = None
+        best_key = (-1, 0)
+        for lane in self.lanes:
+            while lane and lane[0].cancelled:
+                lane.popleft()
+            if lane:
+                key = (level(lane[0], now, aging), -lane[0].seq)
+                if key > best_key:
+                    best, best_key = lane[0], key
+        return best
+
+    def top_lane(self) -> int:
+        """The highest lane with a live ticket (-1 if none)."""
+        for i in (2, 1, 0):
+            lane = self.lanes[i]
+            while lane and lane[0].cancelled:
+                lane.popleft()
+            if lane:
+                return i
+        return -1
 
 
 class Scheduler:
-    def __init__(self, cfg: Config, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, cfg: Config, effects: Effects, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
+        self.effects = effects
         self.clock = clock
-        self.effects: Effects = NoEffects()
         self.queues: dict[str, _ModelQueue] = {m.name: _ModelQueue(m) for m in cfg.models}
         self.total_waiting = 0
         self.total_running = 0
         self.user_waiting: dict[str, int] = {}
         self.states: dict[str, ModelState] = {m.name: ModelState() for m in cfg.models}
+        reserve = cfg.gpu.vram_safety_reserve_mb
+        self._required = {m.name: required_mb(m, reserve) for m in cfg.models}
+        self._keep = {m.name: FOREVER if m.pinned else 0.0 for m in cfg.models}  # Ollama's eviction order
         self._loaded: dict[str, str] = {}  # model -> processor text (lower-cased), from the runtime snapshot
+        self._free_mb: float | None = None  # measured free VRAM, from the runtime snapshot
         self._cooldown: dict[str, float] = {}  # model -> clock time the cooldown ends
         self._seq = 0
         self._dispatching = False
         self._aging = max(1, cfg.queue.aging_ms) / 1000.0
-        self._wake: asyncio.TimerHandle | None = None
+        self._wake: Cancellable | None = None
         self._wake_at = 0.0
 
-    # ---- views for routing and status -----------------------------------------------------------
+    # ---- facts pushed in ----------------------------------------------------------------------------
     def _refresh(self, name: str) -> None:
         q = self.queues[name]
         processor = self._loaded.get(name)
@@ -131,16 +206,26 @@ class Scheduler:
             cooldown=name in self._cooldown,
         )
 
-    def set_loaded(self, loaded: dict[str, str]) -> None:
-        """Which configured models Ollama has loaded now, with their processor text."""
+    def set_loaded(self, loaded: dict[str, str], free_mb: float | None) -> None:
+        """Which configured models Ollama has loaded now (with their processor text), and the free VRAM."""
+        self._free_mb = free_mb
         if loaded != self._loaded:
             self._loaded = dict(loaded)
             for name in self.queues:
                 self._refresh(name)
-            self._dispatch()  # a held-back load may go ahead now
+        self._dispatch()  # a held-back load may go ahead now
 
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
+
+    def would_evict(self, model: str) -> bool:
+        """Starting ``model`` now would make Ollama unload another model."""
+        if model in self._loaded:
+            return False
+        resident = [Resident(n, self._required[n], self._keep[n], self.queues[n].running > 0)
+                    for n in self._loaded if n in self.queues]
+        free = free_vram(self._free_mb, self.cfg.gpu.vram_total_mb, resident)
+        return bool(evictions(self._required[model], resident, free))
 
     def set_cooldown(self, name: str, until: float | None) -> None:
         """Put a model in cooldown until a clock time, or take it out (``None``)."""
@@ -153,6 +238,7 @@ class Scheduler:
             self._cooldown[name] = until
             self._refresh(name)
 
+    # ---- reads ----------------------------------------------------------------------------------------
     def counts(self, name: str) -> tuple[int, int]:
         q = self.queues[name]
         return q.waiting, q.running
@@ -171,7 +257,10 @@ class Scheduler:
             by_model.append(entry)
         return {"globalQueued": self.total_waiting, "globalRunning": self.total_running, "byModel": by_model}
 
-    # ---- admission --------------------------------------------------------------------------------
+    def priority_weight(self, priority: str) -> int:
+        return PRIORITY_WEIGHTS.get(priority, PRIORITY_WEIGHTS[self.cfg.queue.default_priority])
+
+    # ---- admission ------------------------------------------------------------------------------------
     def _can_start(self, q: _ModelQueue) -> bool:
         if self.total_running >= self.cfg.queue.global_max_concurrent:
             return False
@@ -192,50 +281,24 @@ class Scheduler:
         q = self.queues[model]
         if q.waiting or not self._can_start(q):
             return None
-        lane = _lane(priority)
-        if model not in self._loaded and lane <= self._protected_lane() and self.effects.would_evict(model):
+        if model not in self._loaded and _lane(priority) <= self._protected_lane() and self.would_evict(model):
             return None  # the queued ticket decides, with the deferral rules
         return self._start(q, user, 0)
 
-    async def acquire(self, model: str, priority: str = "normal", *, user: str | None = None,
-                      max_wait: float | None = None) -> Slot:
-        """Wait for a slot on ``model``. Raises QueueLimit at once when full, WaitTimeout after ``max_wait``."""
-        slot = self.try_acquire(model, user, priority)
-        if slot is not None:
-            return slot
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        ticket = self.enqueue(model, priority, user, future=future, max_wait=max_wait)
-        timer = None
-        if max_wait is not None and not future.done():
-            timer = loop.call_later(max(0.0, max_wait), self._expire, ticket)
-        try:
-            return await future
-        except BaseException:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                future.result().release()  # started just as we were cancelled: hand the slot back
-            else:
-                self.cancel(ticket)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    def enqueue(self, model: str, priority: str, user: str | None, *, check_limits: bool = True,
-                on_start: Callable[[Slot], None] | None = None, future: asyncio.Future | None = None,
-                max_wait: float | None = None) -> Ticket:
-        """Put a ticket at the back of its lane and start what can start.
-
-        Jobs pass ``on_start``, called with the slot when the ticket starts (possibly before this returns).
-        """
+    def enqueue(self, model: str, priority: str, user: str | None, on_start: Callable[[Slot], None], *,
+                check_limits: bool = True, max_wait: float | None = None) -> Ticket:
+        """Put a ticket at the back of its lane and start what can start; ``on_start`` gets the slot
+        when the ticket starts (possibly before this returns)."""
         if check_limits:
             self.check_queue_limits(user)
         q = self.queues[model]
         self._seq += 1
         now = self.clock()
-        ticket = Ticket(model, _lane(priority), self._seq, now, user, future=future, on_start=on_start,
+        ticket = Ticket(model, _lane(priority), self._seq, now, user, on_start,
                         deadline=None if max_wait is None else now + max_wait)
         q.lanes[ticket.lane].append(ticket)
+        if q.waiting == 0 and q.running == 0:
+            self.effects.model_busy(model)
         q.waiting += 1
         self.total_waiting += 1
         if user is not None:
@@ -254,10 +317,6 @@ class Scheduler:
         self._dispatch()
         return True
 
-    def _expire(self, ticket: Ticket) -> None:
-        if self.cancel(ticket) and ticket.future is not None and not ticket.future.done():
-            ticket.future.set_exception(WaitTimeout())
-
     def _unwait(self, ticket: Ticket) -> None:
         q = self.queues[ticket.model]
         q.waiting -= 1
@@ -273,83 +332,27 @@ class Scheduler:
             self.effects.model_idle(ticket.model)
 
     def _start(self, q: _ModelQueue, user: str | None, queue_ms: int) -> Slot:
+        if q.waiting == 0 and q.running == 0:
+            self.effects.model_busy(q.spec.name)
         q.running += 1
-        q.peak_running = max(q.peak_running, q.running)
         self.total_running += 1
         self._refresh(q.spec.name)
         return Slot(self, q.spec.name, user, queue_ms)
 
     def _release(self, slot: Slot) -> None:
-        self._stop(slot)
-        self._dispatch()
-
-    def _stop(self, slot: Slot) -> None:
         q = self.queues[slot.model]
         q.running -= 1
         self.total_running -= 1
         self._refresh(slot.model)
         if q.running == 0 and q.waiting == 0:
             self.effects.model_idle(slot.model)
+        self._dispatch()
 
-    # ---- dispatch ---------------------------------------------------------------------------------
-    def _head(self, q: _ModelQueue, now: float) -> tuple[float, int, Ticket] | None:
-        """The best waiting ticket of a model as (effective priority, -seq, ticket)."""
-        best = None
-        for lane in q.lanes:
-            while lane and lane[0].cancelled:
-                lane.popleft()
-            if lane:
-                t = lane[0]
-                level = min(2, t.lane + int((now - t.enqueued) / self._aging))
-                key = (level, -t.seq, t)
-                if best is None or key[:2] > best[:2]:
-                    best = key
-        return best
-
+    # ---- dispatch -------------------------------------------------------------------------------------
     def _protected_lane(self) -> int:
         """The highest priority waiting on a loaded model (-1 if none): loads below it are held back."""
-        best = -1
-        for name in self._loaded:
-            q = self.queues.get(name)
-            if q is None or not q.waiting:
-                continue
-            for i in range(2, best, -1):
-                lane = q.lanes[i]
-                while lane and lane[0].cancelled:
-                    lane.popleft()
-                if lane:
-                    best = i
-                    break
-        return best
-
-    def _held_back(self, q: _ModelQueue, ticket: Ticket, protected: int, now: float) -> bool:
-        """Hold a load back unless the ticket's priority or age demands it (see the module docstring)."""
-        name = q.spec.name
-        if protected < 0 or ticket.lane > protected or name in self._loaded:
-            return False
-        patience = self._aging
-        if ticket.deadline is not None:
-            patience = min(patience, (ticket.deadline - ticket.enqueued) / 2)
-        until = ticket.enqueued + patience
-        if now >= until or not self.effects.would_evict(name):
-            return False
-        if not ticket.deferred:
-            ticket.deferred = True
-            self.effects.load_deferred(name)
-        self._wake_up_at(until)
-        return True
-
-    def _wake_up_at(self, when: float) -> None:
-        if self._wake is not None and self._wake_at <= when:
-            return
-        if self._wake is not None:
-            self._wake.cancel()
-        self._wake_at = when
-        self._wake = asyncio.get_running_loop().call_later(max(0.0, when - self.clock()), self._woken)
-
-    def _woken(self) -> None:
-        self._wake = None
-        self._dispatch()
+        return max((self.queues[n].top_lane() for n in self._loaded if n in self.queues and self.queues[n].waiting),
+                   default=-1)
 
     def _dispatch(self) -> None:
         """Start waiting tickets while slots allow, best effective priority first across models.
@@ -360,46 +363,43 @@ class Scheduler:
             return
         self._dispatching = True
         try:
-            self._dispatch_loop()
+            while self.total_waiting and self.total_running < self.cfg.queue.global_max_concurrent:
+                if not self._start_next():
+                    return
         finally:
             self._dispatching = False
 
-    def _dispatch_loop(self) -> None:
-        while self.total_waiting and self.total_running < self.cfg.queue.global_max_concurrent:
-            now = self.clock()
-            protected = self._protected_lane()
-            best = None
-            best_q = None
-            for q in self.queues.values():
-                if q.waiting and self._can_start(q):
-                    head = self._head(q, now)
-                    if head is None or (best is not None and head[:2] <= best[:2]):
-                        continue
-                    if not self._held_back(q, head[2], protected, now):
-                        best, best_q = head, q
-            if best is None or best_q is None:
-                return
-            ticket = best[2]
-            best_q.lanes[ticket.lane].popleft()
-            ticket.cancelled = True  # no longer withdrawable
-            slot = self._start(best_q, ticket.user, int((now - ticket.enqueued) * 1000))
-            self._unwait(ticket)
-            self._hand_over(ticket, slot)
+    def _start_next(self) -> bool:
+        now = self.clock()
+        startable = (q.head(now, self._aging) for q in self.queues.values() if q.waiting and self._can_start(q))
+        heads = [h for h in startable if h is not None]
+        ticket, held = grant(heads, now, self._aging, self._protected_lane(), self._loaded, self.would_evict)
+        for t, until in held:
+            if not t.deferred:
+                t.deferred = True
+                self.effects.load_deferred(t.model)
+            self._wake_up_at(until)
+        if ticket is None:
+            return False
+        q = self.queues[ticket.model]
+        q.lanes[ticket.lane].popleft()
+        ticket.cancelled = True  # no longer withdrawable
+        slot = self._start(q, ticket.user, int((now - ticket.enqueued) * 1000))
+        self._unwait(ticket)
+        ticket.on_start(slot)
+        return True
 
-    def _hand_over(self, ticket: Ticket, slot: Slot) -> None:
-        if ticket.on_start is not None:
-            ticket.on_start(slot)
+    def _wake_up_at(self, when: float) -> None:
+        if self._wake is not None and self._wake_at <= when:
             return
-        fut = ticket.future
-        if fut is None or fut.done():
-            # The waiter went away between its cancellation and its cleanup: undo without re-dispatching here.
-            slot.released = True
-            self._stop(slot)
-            return
-        fut.set_result(slot)
+        if self._wake is not None:
+            self._wake.cancel()
+        self._wake_at = when
+        self._wake = self.effects.call_later(max(0.0, when - self.clock()), self._woken)
 
-    def priority_weight(self, priority: str) -> int:
-        return PRIORITY_WEIGHTS.get(priority, PRIORITY_WEIGHTS[self.cfg.queue.default_priority])
+    def _woken(self) -> None:
+        self._wake = None
+        self._dispatch()
 
 
 def _lane(priority: str) -> int:
@@ -409,3 +409,41 @@ def _lane(priority: str) -> int:
 def priority_name(weight: int) -> str:
     """The priority whose weight (10, 50, 90) is nearest: stored jobs keep the weight."""
     return min(PRIORITY_WEIGHTS, key=lambda p: abs(PRIORITY_WEIGHTS[p] - weight))
+
+
+# ---- the waiting shell: a future and a deadline around a ticket -----------------------------------------
+async def acquire(scheduler: Scheduler, model: str, priority: str = "normal", *, user: str | None = None,
+                  max_wait: float | None = None) -> Slot:
+    """Wait for a slot on ``model``. Raises QueueLimit at once when full, WaitTimeout after ``max_wait``."""
+    slot = scheduler.try_acquire(model, user, priority)
+    if slot is not None:
+        return slot
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Slot] = loop.create_future()
+
+    def started(slot: Slot) -> None:
+        if future.done():  # the waiter went away between its cancellation and its cleanup
+            slot.release()
+        else:
+            future.set_result(slot)
+
+    ticket = scheduler.enqueue(model, priority, user, started, max_wait=max_wait)
+    timer = None
+    if max_wait is not None and not future.done():
+        timer = loop.call_later(max(0.0, max_wait), _expire, scheduler, ticket, future)
+    try:
+        return await future
+    except BaseException:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            future.result().release()  # started just as we were cancelled: hand the slot back
+        else:
+            scheduler.cancel(ticket)
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _expire(scheduler: Scheduler, ticket: Ticket, future: asyncio.Future) -> None:
+    if scheduler.cancel(ticket) and not future.done():
+        future.set_exception(WaitTimeout())

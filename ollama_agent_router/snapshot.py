@@ -12,13 +12,12 @@ import math
 import re
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from .config.schema import Config
 from .gpu import GpuProbe, GpuSnapshot
 from .log import Logger
 from .routing import RoutingTable
-from .scheduler import Scheduler
 from .upstream import OllamaClient, UpstreamError
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
@@ -106,15 +105,23 @@ def loaded_model(entry: dict) -> dict | None:
     return out
 
 
+LoadedListener = Callable[[dict[str, str], "float | None"], None]
+
+
 class Snapshot:
-    def __init__(self, cfg: Config, client: OllamaClient, gpu: GpuProbe, scheduler: Scheduler,
-                 table: RoutingTable, log: Logger) -> None:
+    """The background-refreshed view of the host. After every poll each of ``listeners`` (the scheduler,
+    the model lifecycle) is told which configured models are loaded, with their processor text, and the
+    free VRAM."""
+
+    def __init__(self, cfg: Config, client: OllamaClient, gpu: GpuProbe, table: RoutingTable, log: Logger,
+                 listeners: Sequence[LoadedListener] = (), wake: asyncio.Event | None = None) -> None:
         self.cfg = cfg
         self.client = client
         self.gpu = gpu
-        self.scheduler = scheduler
         self.table = table
         self.log = log
+        self.listeners = tuple(listeners)
+        self.loaded: dict[str, str] = {}  # configured model -> processor text (lower-cased)
         self.interval = max(0.05, cfg.ollama.poll_interval_ms / 1000)
         self.probe_timeout = min(1.0, max(0.2, self.interval))
         self.gpu_snapshot: GpuSnapshot | None = None
@@ -124,7 +131,7 @@ class Snapshot:
         self._tags: tuple[float, int, Any] | None = None
         self._tags_inflight: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
+        self._wake = wake or asyncio.Event()  # set: poll now (others hold it too, to ask for a refresh)
         self._was_reachable: bool | None = None
 
     # ---- reads (from memory) ----------------------------------------------------------------
@@ -195,6 +202,8 @@ class Snapshot:
             self.log.error("gpu_read_failed", error=f"{type(e).__name__}: {e}")
             self.gpu_snapshot = None
         self.refreshed_at = time.monotonic()
+        for listener in self.listeners:
+            listener(self.loaded, self.gpu_free_mb)
 
     async def _poll_ps(self) -> None:
         path = f"{self.cfg.ollama.native_api_base_path}/ps"
@@ -220,7 +229,7 @@ class Snapshot:
             name = self.table.resolve(m["name"])
             if name is not None:
                 mapping[name] = m.get("processor", "").lower()
-        self.scheduler.set_loaded(mapping)
+        self.loaded = mapping
 
     async def _ping(self) -> bool:
         try:

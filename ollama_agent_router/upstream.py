@@ -18,17 +18,12 @@ from .jsonutil import dumps
 
 
 class UpstreamError(Exception):
-    """Ollama could not be reached, timed out, or broke the exchange.
-
-    ``kind``: connect | timeout | closed. ``retryable``: safe to try another model (no bytes reached
-    the client yet is the caller's business; this only says the failure is not the request's fault).
-    """
+    """Ollama could not be reached, timed out, or broke the exchange. ``kind``: connect | timeout | closed."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
-        self.retryable = True
 
     def to_http(self, base_url: str) -> HttpError:
         if self.kind == "connect":
@@ -220,6 +215,7 @@ class OllamaClient:
     def __init__(self, base_url: str, *, connect_timeout: float = 3.0, pool_size: int = 64) -> None:
         parts = urlsplit(base_url)
         self.base_url = base_url
+        self.display_url = base_url  # what error messages and logs may show
         self.scheme = parts.scheme or "http"
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if self.scheme == "https" else 80)
@@ -377,6 +373,18 @@ def json_or_raw(data: bytes) -> Any:
         return json.loads(data)
     except ValueError:
         return {"raw": data.decode("utf-8", "replace")}
+
+
+def upstream_http_error(status: int, payload: Any) -> HttpError:
+    """Relay an Ollama error with its own message: 4xx keep their status, 503 stays 503, other 5xx become 502."""
+    message = upstream_error_message(payload, status)
+    extra = {"upstreamStatus": status}
+    if status == 503:
+        return HttpError(503, message, code="upstream_busy", headers=[("Retry-After", "2")], extra=extra)
+    if status >= 500:
+        return HttpError(502, message, code="upstream_error", extra=extra)
+    code = "model_not_found" if status == 404 else "upstream_rejected"
+    return HttpError(status, message, code=code, extra=extra)
 
 
 def upstream_error_message(payload: Any, status: int) -> str:

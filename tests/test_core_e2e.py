@@ -212,7 +212,7 @@ def test_malformed_request_line_is_400_then_close(stack):
 def test_no_candidate_is_503_naming_every_candidate(stack):
     body = chat_body("x", taskType="agentic_reasoning", requireGpuOnly=True, preferredModels=[GPTOSS],
                      forbiddenModels=[QWEN], allowAsync=False)
-    stack.run(lambda: stack.app.scheduler.set_loaded({GPTOSS: "63%/37% cpu/gpu"}))
+    stack.run(lambda: stack.app.scheduler.set_loaded({GPTOSS: "63%/37% cpu/gpu"}, None))
     r = stack.request("POST", "/v1/chat/completions", body)
     assert r.status == 503 and r.json()["error"]["message"] == f"{GPTOSS}: gpu_only"
 

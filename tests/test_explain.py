@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, assert_no_null, chat_body
 
+from ollama_agent_router.scheduler import acquire
+
 COMPONENTS = {"base", "routePosition", "priority", "purpose", "tag", "preferred", "loaded", "complexity", "vram",
               "queue", "running", "exclusive"}
 
@@ -42,7 +44,7 @@ def test_dry_run_shows_classification_and_every_score_part(stack):
 
 
 def test_blocked_candidates_carry_their_reason(stack):
-    slot = stack.call(stack.app.scheduler.acquire(GPTOSS))
+    slot = stack.call(acquire(stack.app.scheduler, GPTOSS))
     try:
         out = explain(stack, chat_body("Plan a multi-step investigation", taskType="agentic_reasoning",
                                        mode="sync"))

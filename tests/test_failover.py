@@ -109,7 +109,6 @@ def test_model_limits_hold_at_the_simulator(stack_factory):
                                          None)[0].id for model, task in plan])
     wait_for(lambda: stack.run(lambda: all(jobs.jobs[i].status == "succeeded" for i in ids)), timeout=20)
     assert stack.sim.peak_concurrency == {VIBE: 2, GPTOSS: 1, QWEN: 1}
-    assert stack.app.scheduler.queues[VIBE].peak_running == 2
 
 
 def test_slots_are_released_on_every_path(stack_factory):

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from ollama_agent_router.jsonutil import (
     JsonObject,
     add_member,
-    completion_tokens,
     parse_json,
     splice_members,
     to_fixed1,
+    usage_figures,
 )
 
 BIG = "lorem ipsum dolor sit amet " * 400  # pushes a body over the splicing threshold
@@ -81,9 +81,11 @@ def test_add_member(raw, expected):
     assert (json.loads(out) if out is not None else None) == expected
 
 
-def test_completion_tokens():
-    assert completion_tokens(b'{"usage":{"prompt_tokens":3,"completion_tokens": 17}}') == 17
-    assert completion_tokens(b'{"usage":{}}') is None
+def test_usage_figures():
+    assert usage_figures(b'{"usage":{"prompt_tokens":3,"completion_tokens": 17}}') == {"completion_tokens": 17}
+    assert usage_figures(b'{"usage":{"input_tokens":3,"output_tokens":5}}') == {"output_tokens": 5}
+    assert usage_figures(b'{"done":true,"eval_count":9,"eval_duration":300}') == {"eval_count": 9, "eval_duration": 300}
+    assert usage_figures(b'{"usage":{}}') is None
 
 
 def test_to_fixed1_is_javascript_tofixed():

@@ -20,6 +20,7 @@ from access_support import LOCKED, access, api_key, plane, secret
 from conftest import DEEPSEEK, GPTOSS, QWEN, TEST_CONFIG, VIBE, Reply, assert_no_null, chat_body, wait_for
 
 from ollama_agent_router.gpu import GpuUnavailable
+from ollama_agent_router.scheduler import acquire
 from ollama_agent_router.simulator.server import Fault, SimulatedGpu
 from ollama_agent_router.snapshot import processor_text
 
@@ -248,7 +249,7 @@ def test_no_json_null_anywhere_kong_reads(stack_factory, monkeypatch, state):
     if state == "ollama_down":
         ollama_down(stack)
     if state == "busy_queues":
-        slot = stack.call(stack.app.scheduler.acquire(GPTOSS))
+        slot = stack.call(acquire(stack.app.scheduler, GPTOSS))
         job = kong.call("POST", "/v1/router/jobs", execute_body(GPTOSS, "queued job"))
         assert job.status == 202
     try:
@@ -337,7 +338,7 @@ def test_execute_honours_priority_and_queue_limits(stack_factory):
     # Two waiting calls from one Kong: the per-user quota (1 here) must not count Kong as a single user.
     stack = stack_factory({"queue": {"perUserMaxQueued": 1}})
     kong = kong_for(stack)
-    slot = stack.call(stack.app.scheduler.acquire(QWEN))
+    slot = stack.call(acquire(stack.app.scheduler, QWEN))
     replies: dict[str, Reply] = {}
 
     def send(name: str, body: dict) -> None:
@@ -388,7 +389,7 @@ def test_job_contract_and_routing_back(stack_factory):
                               "requiresLargeContext": False, "requiresToolUse": False, "confidence": 1}
     body["priority"] = "high"
     body["routerDecision"] = {"score": 281, "reason": "Heavy load detected", "priority": "high"}
-    busy = stack.call(stack.app.scheduler.acquire(GPTOSS))  # Kong sends jobs when the model is busy
+    busy = stack.call(acquire(stack.app.scheduler, GPTOSS))  # Kong sends jobs when the model is busy
     reply = kong.call("POST", "/v1/router/jobs", body)
     assert reply.status == 202, reply
     job = reply.json()

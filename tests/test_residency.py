@@ -86,7 +86,7 @@ def test_a_loaded_models_queue_is_served_before_a_load_that_would_evict_it(stack
     first = submit(QWEN)
     wait_for(lambda: stack.sim.in_flight.get(QWEN, 0) == 1)
     wait_for(lambda: stack.run(lambda: stack.app.scheduler.is_loaded(QWEN)
-                               and stack.app.residency.would_evict(DEEPSEEK)))
+                               and stack.app.scheduler.would_evict(DEEPSEEK)))
     second = submit(QWEN)
     third = submit(DEEPSEEK)
     assert stack.run(lambda: [jobs.jobs[i].status for i in (first, second, third)]) == ["running", "queued", "queued"]

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, make_config
 
-from ollama_agent_router.scheduler import QueueLimit, Scheduler, WaitTimeout
+from ollama_agent_router.scheduler import QueueLimit, Scheduler, WaitTimeout, acquire
 
 
 class Clock:
@@ -22,13 +22,15 @@ def run(coro):
 
 def test_max_concurrent_and_fifo_within_priority():
     async def main():
-        s = Scheduler(make_config())
-        first = await s.acquire(QWEN)
+        s = sched()[0]
+        first = await acquire(s, QWEN)
         order = []
+        running = []
 
         async def waiter(tag, prio):
-            slot = await s.acquire(QWEN, prio)
+            slot = await acquire(s, QWEN, prio)
             order.append(tag)
+            running.append(s.counts(QWEN)[1])
             slot.release()
 
         tasks = [asyncio.create_task(waiter(t, p)) for t, p in
@@ -39,15 +41,15 @@ def test_max_concurrent_and_fifo_within_priority():
         await asyncio.gather(*tasks)
         assert order == ["high", "normal1", "normal2", "low"]
         assert s.counts(QWEN) == (0, 0) and s.total_waiting == 0 and s.total_running == 0
-        assert s.queues[QWEN].peak_running == 1
+        assert running == [1, 1, 1, 1]  # maxConcurrent 1: each ran alone
 
     run(main())
 
 
 def test_exclusive_runs_alone():
     async def main():
-        s = Scheduler(make_config())
-        a = await s.acquire(GPTOSS)
+        s = sched()[0]
+        a = await acquire(s, GPTOSS)
         assert s.try_acquire(GPTOSS) is None
         a.release()
         assert s.try_acquire(GPTOSS) is not None
@@ -58,13 +60,15 @@ def test_exclusive_runs_alone():
 def test_aging_promotes_low_priority():
     async def main():
         clock = Clock()
-        s = Scheduler(make_config({"queue": {"agingMs": 1000}}), clock=clock)
-        hold = await s.acquire(QWEN)
+        s = sched(make_config({"queue": {"agingMs": 1000}}), clock=clock)[0]
+        hold = await acquire(s, QWEN)
         order = []
+        running = []
 
         async def waiter(tag, prio):
-            slot = await s.acquire(QWEN, prio)
+            slot = await acquire(s, QWEN, prio)
             order.append(tag)
+            running.append(s.counts(QWEN)[1])
             slot.release()
 
         low = asyncio.create_task(waiter("low", "low"))
@@ -81,11 +85,11 @@ def test_aging_promotes_low_priority():
 
 def test_global_concurrency_limit():
     async def main():
-        s = Scheduler(make_config({"queue": {"globalMaxConcurrent": 2}}))
-        a = await s.acquire(VIBE)
-        b = await s.acquire(QWEN)
+        s = sched(make_config({"queue": {"globalMaxConcurrent": 2}}))[0]
+        a = await acquire(s, VIBE)
+        b = await acquire(s, QWEN)
         assert s.try_acquire(DEEPSEEK) is None
-        waiter = asyncio.create_task(s.acquire(DEEPSEEK))
+        waiter = asyncio.create_task(acquire(s, DEEPSEEK))
         await asyncio.sleep(0)
         assert s.total_waiting == 1
         a.release()
@@ -100,17 +104,17 @@ def test_global_concurrency_limit():
 
 def test_global_and_per_user_queue_limits():
     async def main():
-        s = Scheduler(make_config({"queue": {"globalMaxQueued": 2, "perUserMaxQueued": 1}}))
-        hold = await s.acquire(QWEN)
-        t1 = asyncio.create_task(s.acquire(QWEN, user="alice"))
+        s = sched(make_config({"queue": {"globalMaxQueued": 2, "perUserMaxQueued": 1}}))[0]
+        hold = await acquire(s, QWEN)
+        t1 = asyncio.create_task(acquire(s, QWEN, user="alice"))
         await asyncio.sleep(0)
         with pytest.raises(QueueLimit) as e:
-            await s.acquire(QWEN, user="alice")
+            await acquire(s, QWEN, user="alice")
         assert e.value.status == 429 and ("Retry-After", "1") in e.value.headers
-        t2 = asyncio.create_task(s.acquire(QWEN, user="bob"))
+        t2 = asyncio.create_task(acquire(s, QWEN, user="bob"))
         await asyncio.sleep(0)
         with pytest.raises(QueueLimit):
-            await s.acquire(QWEN, user="carol")
+            await acquire(s, QWEN, user="carol")
         t1.cancel()
         t2.cancel()
         await asyncio.gather(t1, t2, return_exceptions=True)
@@ -122,10 +126,10 @@ def test_global_and_per_user_queue_limits():
 
 def test_wait_timeout_withdraws_the_ticket():
     async def main():
-        s = Scheduler(make_config())
-        hold = await s.acquire(QWEN)
+        s = sched()[0]
+        hold = await acquire(s, QWEN)
         with pytest.raises(WaitTimeout):
-            await s.acquire(QWEN, max_wait=0.01)
+            await acquire(s, QWEN, max_wait=0.01)
         assert s.total_waiting == 0
         hold.release()
         assert s.total_running == 0
@@ -135,9 +139,9 @@ def test_wait_timeout_withdraws_the_ticket():
 
 def test_cancelled_waiter_never_holds_a_slot():
     async def main():
-        s = Scheduler(make_config())
-        hold = await s.acquire(QWEN)
-        t = asyncio.create_task(s.acquire(QWEN))
+        s = sched()[0]
+        hold = await acquire(s, QWEN)
+        t = asyncio.create_task(acquire(s, QWEN))
         await asyncio.sleep(0)
         hold.release()  # hands the slot to t ...
         t.cancel()  # ... which is cancelled before it resumes
@@ -150,8 +154,8 @@ def test_cancelled_waiter_never_holds_a_slot():
 
 def test_release_is_idempotent():
     async def main():
-        s = Scheduler(make_config())
-        a = await s.acquire(VIBE)
+        s = sched()[0]
+        a = await acquire(s, VIBE)
         a.release()
         a.release()
         assert s.total_running == 0 and s.counts(VIBE) == (0, 0)
@@ -161,8 +165,8 @@ def test_release_is_idempotent():
 
 def test_callback_tickets_for_jobs():
     async def main():
-        s = Scheduler(make_config())
-        hold = await s.acquire(QWEN)
+        s = sched()[0]
+        hold = await acquire(s, QWEN)
         started = []
         t = s.enqueue(QWEN, "normal", None, on_start=started.append)
         assert s.counts(QWEN) == (1, 1)
@@ -176,8 +180,8 @@ def test_callback_tickets_for_jobs():
 
 def test_queue_depth_scales():
     async def main():
-        s = Scheduler(make_config({"queue": {"globalMaxQueued": 200000}}))
-        hold = await s.acquire(QWEN)
+        s = sched(make_config({"queue": {"globalMaxQueued": 200000}}))[0]
+        hold = await acquire(s, QWEN)
         for i in range(100_000):
             s.enqueue(QWEN, ("low", "normal", "high")[i % 3], None, on_start=lambda slot: slot.release())
         assert s.total_waiting == 100_000
@@ -190,26 +194,39 @@ def test_queue_depth_scales():
 # ---- jobs, idle, cooldown, load batching ----------------------------------------------------------
 
 class FakeEffects:
-    """Loads of the models in ``evicting`` would unload another model."""
+    """Records what the scheduler tells the model lifecycle; its one timer runs on the test's loop."""
 
-    def __init__(self, *evicting):
-        self.evicting = set(evicting)
+    def __init__(self):
         self.deferred = []
         self.idle = []
+        self.busy = []
 
-    def would_evict(self, model):
-        return model in self.evicting
+    def call_later(self, delay, callback):
+        return asyncio.get_running_loop().call_later(delay, callback)
 
     def load_deferred(self, model):
         self.deferred.append(model)
+
+    def model_busy(self, model):
+        self.busy.append(model)
 
     def model_idle(self, model):
         self.idle.append(model)
 
 
+def sched(cfg=None, clock=None):
+    s = Scheduler(cfg or make_config(), FakeEffects(), **({"clock": clock} if clock else {}))
+    return s, s.effects
+
+
+# qwen loaded with this much VRAM free: deepseek (4.4 GB with the reserve) does not fit beside it.
+TIGHT_MB = 1000
+ROOMY_MB = 15000
+
+
 def test_callback_ticket_starts_at_once_on_a_free_model():
     async def main():
-        s = Scheduler(make_config())
+        s = sched()[0]
         started = []
         s.enqueue(VIBE, "normal", "u", on_start=started.append)
         assert len(started) == 1 and s.counts(VIBE) == (0, 1) and s.user_waiting == {}
@@ -221,10 +238,9 @@ def test_callback_ticket_starts_at_once_on_a_free_model():
 
 def test_model_idle_is_reported_once_nothing_runs_or_waits():
     async def main():
-        s = Scheduler(make_config())
-        s.effects = fx = FakeEffects()
-        a = await s.acquire(QWEN)
-        waiter = asyncio.create_task(s.acquire(QWEN))
+        s, fx = sched()
+        a = await acquire(s, QWEN)
+        waiter = asyncio.create_task(acquire(s, QWEN))
         await asyncio.sleep(0)
         a.release()  # the waiter takes over: not idle
         b = await waiter
@@ -238,7 +254,7 @@ def test_model_idle_is_reported_once_nothing_runs_or_waits():
 def test_cooldown_shows_in_states_and_snapshot():
     async def main():
         clock = Clock()
-        s = Scheduler(make_config(), clock=clock)
+        s = sched(make_config(), clock=clock)[0]
         s.set_cooldown(QWEN, 30.0)
         clock.t = 10.0
         entry = next(e for e in s.snapshot()["byModel"] if e["model"] == QWEN)
@@ -250,24 +266,23 @@ def test_cooldown_shows_in_states_and_snapshot():
     run(main())
 
 
-async def _busy_loaded_qwen(s):
+async def _busy_loaded_qwen(s, free_mb=TIGHT_MB):
     """qwen loaded, running, and with one request waiting: the model load batching protects."""
-    s.set_loaded({QWEN: "100% gpu"})
-    hold = await s.acquire(QWEN)
-    waiter = asyncio.create_task(s.acquire(QWEN))
+    s.set_loaded({QWEN: "100% gpu"}, free_mb)
+    hold = await acquire(s, QWEN)
+    waiter = asyncio.create_task(acquire(s, QWEN))
     await asyncio.sleep(0)
     return hold, waiter
 
 
 def test_a_load_that_would_evict_waits_for_the_loaded_models_queue():
     async def main():
-        s = Scheduler(make_config())
-        s.effects = fx = FakeEffects(DEEPSEEK)
+        s, fx = sched()
         hold, qwen_waiter = await _busy_loaded_qwen(s)
         order = []
 
         async def deepseek():
-            slot = await s.acquire(DEEPSEEK)
+            slot = await acquire(s, DEEPSEEK)
             order.append(("deepseek", s.counts(QWEN)))
             slot.release()
 
@@ -286,9 +301,8 @@ def test_a_load_that_would_evict_waits_for_the_loaded_models_queue():
 
 def test_a_load_that_fits_is_not_held_back():
     async def main():
-        s = Scheduler(make_config())
-        s.effects = fx = FakeEffects()  # nothing would be evicted
-        hold, qwen_waiter = await _busy_loaded_qwen(s)
+        s, fx = sched()
+        hold, qwen_waiter = await _busy_loaded_qwen(s, ROOMY_MB)  # deepseek fits beside qwen
         slot = s.try_acquire(DEEPSEEK)
         assert slot is not None and fx.deferred == []
         for x in (slot, hold):
@@ -300,10 +314,9 @@ def test_a_load_that_fits_is_not_held_back():
 
 def test_higher_priority_overrides_load_batching():
     async def main():
-        s = Scheduler(make_config())
-        s.effects = fx = FakeEffects(DEEPSEEK)
+        s, fx = sched()
         hold, qwen_waiter = await _busy_loaded_qwen(s)
-        slot = await asyncio.wait_for(s.acquire(DEEPSEEK, "high"), 1)
+        slot = await asyncio.wait_for(acquire(s, DEEPSEEK, "high"), 1)
         assert fx.deferred == []
         for x in (slot, hold):
             x.release()
@@ -315,12 +328,11 @@ def test_higher_priority_overrides_load_batching():
 def test_age_overrides_load_batching_within_half_the_queue_budget():
     async def main():
         loop = asyncio.get_running_loop()
-        s = Scheduler(make_config({"queue": {"agingMs": 60000}}), clock=loop.time)
-        s.effects = fx = FakeEffects(DEEPSEEK)
+        s, fx = sched(make_config({"queue": {"agingMs": 60000}}), clock=loop.time)
         hold, qwen_waiter = await _busy_loaded_qwen(s)
         t0 = loop.time()
         # A sync waiter with a 0.4 s budget is held back at most half of it, then started by the wake timer.
-        slot = await s.acquire(DEEPSEEK, max_wait=0.4)
+        slot = await acquire(s, DEEPSEEK, max_wait=0.4)
         waited = loop.time() - t0
         assert fx.deferred == [DEEPSEEK] and 0.15 <= waited < 0.4
         assert s.counts(QWEN) == (1, 1)  # qwen's queue was still waiting: age won
@@ -336,7 +348,7 @@ def test_random_workload_never_exceeds_limits_and_ends_at_zero():
 
     async def main():
         cfg = make_config({"queue": {"globalMaxConcurrent": 3, "globalMaxQueued": 10_000, "perUserMaxQueued": 10_000}})
-        s = Scheduler(cfg)
+        s = sched(cfg)[0]
         specs = {m.name: m for m in cfg.models}
         rng = random.Random(7)
         held = []

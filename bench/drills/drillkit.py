@@ -358,7 +358,7 @@ class Reached:
             inner = route.handler
             return replace(route, handler=handler)
 
-        app.routes = RouteTable([wrap(r) for r in app.routes.routes], app.cfg.server.base_path)
+        app.gate.routes = RouteTable([wrap(r) for r in app.routes.routes], app.cfg.server.base_path)
         authorize = app.access.authorize
 
         async def checked(req: Any, plane: str | None) -> Any:

@@ -39,7 +39,7 @@ from hypothesis import seed as hseed
 from hypothesis import strategies as st
 
 from ollama_agent_router.http.parser import ChunkedDecoder, ProtocolError, parse_head
-from ollama_agent_router.relay import StreamStats, relay
+from ollama_agent_router.relay import OLLAMA_NDJSON, OPENAI_SSE, StreamStats, relay
 from ollama_agent_router.upstream import UpstreamResponse, _Conn
 
 HEADER_TIMEOUT_MS = 500
@@ -581,7 +581,7 @@ def fuzz_relay(n: int, seed: int | None = None) -> Tally:
         resp = UpstreamResponse(pool, conn, 200, {"transfer-encoding": "chunked"}, None)  # type: ignore[arg-type]
         stats = StreamStats()
         ended = []
-        gen = relay(resp, stats, time.perf_counter, native=native, on_end=lambda: ended.append(1))
+        gen = relay(resp, OLLAMA_NDJSON if native else OPENAI_SSE, stats, time.perf_counter, on_end=lambda: ended.append(1))
         out = bytearray()
         async for chunk in gen:
             out += chunk

@@ -11,9 +11,9 @@ changes are fsynced to the audit file.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
-from ..access.control import changed_keys
+from ..access.control import AccessControl, changed_keys
 from ..access.keys import is_masked, mask_hash
 from ..config.access import api_key_to_json, managed_to_json
 from ..config.parse import ConfigError, parse_api_key, parse_managed_access
@@ -21,10 +21,8 @@ from ..config.schema import PLANES, ApiKey, ManagedAccess
 from ..errors import HttpError
 from ..http.server import Request, Response, json_response
 from ..jsonutil import iso_ms
-from .table import Route, read_json_object
-
-if TYPE_CHECKING:
-    from ..app import App
+from .bodies import read_json_object
+from .table import Route
 
 BASE = "/v1/admin/access"
 PATCHABLE = ("enabled", "scopes", "limits", "name", "expiresAt")
@@ -119,16 +117,25 @@ def _find(policy: ManagedAccess, key_id: str) -> int:
     raise HttpError(404, f"API key '{key_id[:100]}' not found", code="key_not_found")
 
 
-def routes(app: "App") -> list[Route]:
-    access = app.access
+class AdminRoutes:
+    def __init__(self, access: AccessControl) -> None:
+        self.access = access
 
-    def mutate(change: Callable[[ManagedAccess], ManagedAccess], expected: list[int]) -> tuple[ManagedAccess, ManagedAccess]:
-        assert access.store is not None  # admin.enabled requires managedConfigPath (boot validation)
-        old, new = access.store.mutate(change, expected)
-        access.apply(new, changed_keys(old, new))
-        return old, new
+    def routes(self) -> list[Route]:
+        audited = self._audited
+        return [
+            Route("GET", f"{BASE}/config", "admin", audited("config.read", False, self.get_config)),
+            Route("PUT", f"{BASE}/config", "admin", audited("config.replace", True, self.put_config)),
+            Route("GET", f"{BASE}/keys", "admin", audited("keys.list", False, self.list_keys)),
+            Route("POST", f"{BASE}/keys", "admin", audited("key.add", True, self.add_key)),
+            Route("PATCH", f"{BASE}/keys/{{id}}", "admin", audited("key.update", True, self.update_key)),
+            Route("DELETE", f"{BASE}/keys/{{id}}", "admin", audited("key.revoke", True, self.revoke_key)),
+        ]
 
-    def audited(action: str, mutation: bool, fn: Callable[[Request, dict[str, str]], Awaitable[Outcome]]):
+    def _audited(self, action: str, mutation: bool, fn: Callable[[Request, dict[str, str]], Awaitable[Outcome]]):
+        """The handler for ``fn``, with one audit record per call: its outcome and what ``fn`` adds."""
+        audit = self.access.audit
+
         async def handler(req: Request, params: dict[str, str]) -> Response:
             principal = req.principal
             fields = dict(action=action, method=req.method, path=req.path[:200], requestId=req.request_id,
@@ -137,19 +144,31 @@ def routes(app: "App") -> list[Route]:
             try:
                 response, result = await fn(req, params)
             except HttpError as e:
-                access.audit.record(outcome="failure", reason=e.code, detail=e.message[:500],
-                                    version=access.policy.version, **fields)
+                audit.record(outcome="failure", reason=e.code, detail=e.message[:500],
+                             version=self.access.policy.version, **fields)
                 raise
-            access.audit.record(outcome="success", sync=mutation, **{**fields, **result})
+            audit.record(outcome="success", sync=mutation, **{**fields, **result})
             return response
 
         return handler
 
-    async def get_config(req: Request, params: dict[str, str]) -> Outcome:
-        policy = access.policy
+    def _mutate(self, change: Callable[[ManagedAccess], ManagedAccess],
+                expected: list[int]) -> tuple[ManagedAccess, ManagedAccess]:
+        store = self.access.store
+        assert store is not None  # admin.enabled requires managedConfigPath (boot validation)
+        old, new = store.mutate(change, expected)
+        self.access.apply(new, changed_keys(old, new))
+        return old, new
+
+    @staticmethod
+    def _versions(old: ManagedAccess, new: ManagedAccess) -> dict[str, int]:
+        return {"oldVersion": old.version, "newVersion": new.version}
+
+    async def get_config(self, req: Request, params: dict[str, str]) -> Outcome:
+        policy = self.access.policy
         return json_response(200, masked_policy(policy), _etag(policy.version)), {"reason": "config_read"}
 
-    async def put_config(req: Request, params: dict[str, str]) -> Outcome:
+    async def put_config(self, req: Request, params: dict[str, str]) -> Outcome:
         body = await read_json_object(req)
         config = body.get("config")
         if not isinstance(config, dict):
@@ -161,22 +180,23 @@ def routes(app: "App") -> list[Route]:
         def change(old: ManagedAccess) -> ManagedAccess:
             return _parse(parse_managed_access, dict(config, apiKeys=_keep_stored_hashes(config["apiKeys"], old)))
 
-        old, new = mutate(change, expected)
+        old, new = self._mutate(change, expected)
         return (json_response(200, masked_policy(new), _etag(new.version)),
-                {"reason": "config_updated", "oldVersion": old.version, "newVersion": new.version})
+                {"reason": "config_updated", **self._versions(old, new)})
 
-    async def list_keys(req: Request, params: dict[str, str]) -> Outcome:
-        policy = access.policy
+    async def list_keys(self, req: Request, params: dict[str, str]) -> Outcome:
+        policy = self.access.policy
+        last_used = self.access.last_used  # since this process started
         keys = []
         for key in policy.api_keys:
             entry = masked_key(key)
-            if key.id in access.last_used:  # since this process started
-                entry["lastUsedAt"] = iso_ms(access.last_used[key.id])
+            if key.id in last_used:
+                entry["lastUsedAt"] = iso_ms(last_used[key.id])
             keys.append(entry)
         body = {"version": policy.version, "apiKeys": keys}
         return json_response(200, body, _etag(policy.version)), {"reason": "keys_listed"}
 
-    async def add_key(req: Request, params: dict[str, str]) -> Outcome:
+    async def add_key(self, req: Request, params: dict[str, str]) -> Outcome:
         key: ApiKey = _parse(parse_api_key, await read_json_object(req))
 
         def change(old: ManagedAccess) -> ManagedAccess:
@@ -186,11 +206,11 @@ def routes(app: "App") -> list[Route]:
                 raise HttpError(409, "Another API key already has this keyHash", code="duplicate_key_hash")
             return replace(old, api_keys=old.api_keys + (key,))
 
-        old, new = mutate(change, expected_versions(req))
+        old, new = self._mutate(change, expected_versions(req))
         return (json_response(201, masked_key(key), _etag(new.version)),
-                {"reason": "key_added", "target": key.id, "oldVersion": old.version, "newVersion": new.version})
+                {"reason": "key_added", "target": key.id, **self._versions(old, new)})
 
-    async def update_key(req: Request, params: dict[str, str]) -> Outcome:
+    async def update_key(self, req: Request, params: dict[str, str]) -> Outcome:
         body = await read_json_object(req)
         unknown = sorted(set(body) - set(PATCHABLE))
         nulls = sorted(k for k, v in body.items() if v is None and k not in CLEARABLE)
@@ -198,7 +218,6 @@ def routes(app: "App") -> list[Route]:
             raise HttpError(400, f"PATCH may set {', '.join(PATCHABLE)} (null clears {', '.join(CLEARABLE)});"
                                  f" refused: {', '.join(unknown + nulls)}", code="invalid_body")
         key_id = params["id"]
-        updated: list[ApiKey] = []
 
         def change(old: ManagedAccess) -> ManagedAccess:
             i = _find(old, key_id)
@@ -208,31 +227,21 @@ def routes(app: "App") -> list[Route]:
                     raw.pop(name, None)
                 else:
                     raw[name] = value
-            updated.append(_parse(parse_api_key, raw))
-            return replace(old, api_keys=old.api_keys[:i] + (updated[0],) + old.api_keys[i + 1:])
+            return replace(old, api_keys=old.api_keys[:i] + (_parse(parse_api_key, raw),) + old.api_keys[i + 1:])
 
-        old, new = mutate(change, expected_versions(req))
-        return (json_response(200, masked_key(updated[0]), _etag(new.version)),
-                {"reason": "key_updated", "oldVersion": old.version, "newVersion": new.version})
+        old, new = self._mutate(change, expected_versions(req))
+        updated = new.api_keys[_find(new, key_id)]
+        return (json_response(200, masked_key(updated), _etag(new.version)),
+                {"reason": "key_updated", **self._versions(old, new)})
 
-    async def revoke_key(req: Request, params: dict[str, str]) -> Outcome:
+    async def revoke_key(self, req: Request, params: dict[str, str]) -> Outcome:
         key_id = params["id"]
-        revoked: list[ApiKey] = []
 
         def change(old: ManagedAccess) -> ManagedAccess:
             i = _find(old, key_id)
-            revoked.append(old.api_keys[i])
             return replace(old, api_keys=old.api_keys[:i] + old.api_keys[i + 1:])
 
-        old, new = mutate(change, expected_versions(req))
-        return (json_response(200, {"revoked": masked_key(revoked[0])}, _etag(new.version)),
-                {"reason": "key_revoked", "oldVersion": old.version, "newVersion": new.version})
-
-    return [
-        Route("GET", f"{BASE}/config", "admin", audited("config.read", False, get_config)),
-        Route("PUT", f"{BASE}/config", "admin", audited("config.replace", True, put_config)),
-        Route("GET", f"{BASE}/keys", "admin", audited("keys.list", False, list_keys)),
-        Route("POST", f"{BASE}/keys", "admin", audited("key.add", True, add_key)),
-        Route("PATCH", f"{BASE}/keys/{{id}}", "admin", audited("key.update", True, update_key)),
-        Route("DELETE", f"{BASE}/keys/{{id}}", "admin", audited("key.revoke", True, revoke_key)),
-    ]
+        old, new = self._mutate(change, expected_versions(req))
+        revoked = old.api_keys[_find(old, key_id)]
+        return (json_response(200, {"revoked": masked_key(revoked)}, _etag(new.version)),
+                {"reason": "key_revoked", **self._versions(old, new)})

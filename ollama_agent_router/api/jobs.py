@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..errors import HttpError
 from ..http.server import Request, Response, json_response
+from ..jobs import JobManager
 from .table import Route
 
-if TYPE_CHECKING:
-    from ..app import App
 
-
-def routes(app: "App") -> list[Route]:
-    jobs = app.jobs
-
+def routes(jobs: JobManager) -> list[Route]:
     def visible_job(req: Request, job_id: str):
         # Another principal's job is indistinguishable from a missing one.
         job = jobs.get(job_id)

@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import __version__
-from ..config.schema import PRIORITIES, to_json
+from ..config.schema import PRIORITIES, Config, to_json
 from ..errors import HttpError
 from ..http.server import Request, Response, StreamResponse, json_response
+from ..jobs import JobManager
 from ..jsonutil import dumps, iso_ms
-from ..relay import StreamStats, relay, sse_comment
-from ..routing import RouterMeta, normalize_meta
-from ..scheduler import WaitTimeout
-from ..service import Exchange, forward_body, validate_chat_body
-from .status import plain_json
-from .table import Route, read_json
-
-if TYPE_CHECKING:
-    from ..app import App
+from ..relay import OPENAI_SSE, sse_comment
+from ..routing import RouterMeta, RoutingTable, normalize_meta
+from ..runner import Call, Exchange, Runner, forward_body
+from ..scheduler import Scheduler
+from ..snapshot import Snapshot
+from ..upstream import json_or_raw
+from .bodies import read_json, validate_chat_body
+from .render import plain_json
+from .table import Route
 
 PLANE = "runtimeAgent"
 
@@ -45,7 +46,7 @@ def _object(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def parse_call(app: "App", body: Any) -> KongCall:
+def parse_call(cfg: Config, table: RoutingTable, body: Any) -> KongCall:
     """Validate Kong's envelope: 400 for a malformed one, 404 for a model this node does not serve."""
     if not isinstance(body, dict):
         raise HttpError(400, "Request body must be a JSON object", code="invalid_body")
@@ -55,21 +56,20 @@ def parse_call(app: "App", body: Any) -> KongCall:
     if not isinstance(body.get("request"), dict):
         raise HttpError(400, "request must be an object holding the client's chat body", code="invalid_body")
     request = validate_chat_body(body["request"])
-    meta = normalize_meta(request.get("router"), app.cfg, lenient=True)
-    model = app.table.resolve(selected)
+    meta = normalize_meta(request.get("router"), cfg, lenient=True)
+    model = table.resolve(selected)
     if model is None:
         raise HttpError(404, f"Unknown configured model: {selected}", code="model_not_found")
     decision = _object(body.get("routerDecision"))
     classification = _object(body.get("classification"))
     priority = next((p for p in (body.get("priority"), decision.get("priority")) if p in PRIORITIES), meta.priority)
     task = next((t for t in (classification.get("taskType"), decision.get("taskType")) if isinstance(t, str) and t),
-                app.cfg.router.default_task_type)
+                cfg.router.default_task_type)
     return KongCall(model, request, meta, priority, task)
 
 
-def capabilities_body(app: "App") -> dict:
+def capabilities_body(cfg: Config) -> dict:
     """C.4: static configuration, model ``tags`` included (Kong scores them)."""
-    cfg = app.cfg
     return plain_json({
         "nodeId": cfg.server.node_id,
         "status": "ok",
@@ -83,123 +83,104 @@ def capabilities_body(app: "App") -> dict:
     })
 
 
-def runtime_body(app: "App") -> dict:
+def runtime_body(cfg: Config, snapshot: Snapshot, scheduler: Scheduler, jobs: JobManager) -> dict:
     """C.5, from the background snapshot; ``gpu`` is absent (never null) when there is no GPU reading."""
-    rt = app.snapshot
     body: dict[str, Any] = {
-        "nodeId": app.cfg.server.node_id,
-        "status": rt.status,
+        "nodeId": cfg.server.node_id,
+        "status": snapshot.status,
         "timestamp": iso_ms(),
-        "snapshotAgeMs": rt.snapshot_age_ms(),
-        "ollama": {"baseUrl": app.cfg.ollama.base_url, "reachable": rt.ollama_reachable},
+        "snapshotAgeMs": snapshot.snapshot_age_ms(),
+        "ollama": {"baseUrl": snapshot.client.display_url, "reachable": snapshot.ollama_reachable},
     }
-    gpu = rt.gpu_json()
+    gpu = snapshot.gpu_json()
     if gpu is not None:
         body["gpu"] = plain_json(gpu)  # the only part with floats; the rest is ints and strings already
-    body["loadedModels"] = rt.loaded_models
-    body["queues"] = app.scheduler.snapshot()
-    body["jobs"] = app.jobs.summary()
+    body["loadedModels"] = snapshot.loaded_models
+    body["queues"] = scheduler.snapshot()
+    body["jobs"] = jobs.summary()
     return body
 
 
-class KongHandlers:
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.node_id = app.cfg.server.node_id
-        self._capabilities = dumps(capabilities_body(app))
+class KongReply:
+    """Execute's reply: ``{result, nodeId, selectedModel, queueTimeMs, executionTimeMs}`` with no nulls; a
+    stream says the node's facts in headers and a leading SSE comment, then relays the events untouched."""
 
-    def _observe(self, call: KongCall | None, mode: str, status: int, started: float,
-                 stats: StreamStats | None = None, usage: Any = None) -> None:
-        self.app.metrics.observe_request(
-            PLANE, call.task_type if call else None, call.model if call else None, mode, status,
-            time.perf_counter() - started, first_byte=stats.first_byte_at if stats else None,
-            usage=usage or (stats.usage if stats else None), chunks=stats.chunks if stats else 0,
-        )
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+
+    def headers(self, ex: Exchange) -> list[tuple[str, str]]:
+        return [("X-Router-Node-Id", self.node_id), ("X-Router-Selected-Model", ex.model),
+                ("X-Router-Queue-Time-Ms", str(ex.queue_ms))]
+
+    def prelude(self, ex: Exchange) -> bytes:
+        return sse_comment("router", {"nodeId": self.node_id, "selectedModel": ex.model, "queueTimeMs": ex.queue_ms})
+
+    def body(self, raw: bytes, ex: Exchange) -> bytes:
+        return dumps(plain_json({"result": json_or_raw(raw), "nodeId": self.node_id, "selectedModel": ex.model,
+                                 "queueTimeMs": ex.queue_ms, "executionTimeMs": ex.execution_ms()}))
+
+
+class KongDoor:
+    def __init__(self, cfg: Config, runner: Runner, jobs: JobManager, table: RoutingTable, snapshot: Snapshot,
+                 scheduler: Scheduler) -> None:
+        self.cfg = cfg
+        self.runner = runner
+        self.jobs = jobs
+        self.table = table
+        self.snapshot = snapshot
+        self.scheduler = scheduler
+        self.node_id = cfg.server.node_id
+        self._capabilities = dumps(capabilities_body(cfg))
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/v1/router/capabilities", PLANE, self.capabilities),
+            Route("GET", "/v1/router/runtime", PLANE, self.runtime),
+            Route("POST", "/v1/router/execute", PLANE, self.execute),
+            Route("POST", "/v1/router/jobs", PLANE, self.create_job),
+        ]
 
     async def capabilities(self, req: Request, params: dict[str, str]) -> Response:
         return Response(200, self._capabilities)
 
     async def runtime(self, req: Request, params: dict[str, str]) -> Response:
-        return json_response(200, runtime_body(self.app))
+        return json_response(200, runtime_body(self.cfg, self.snapshot, self.scheduler, self.jobs))
+
+    async def _parse(self, req: Request, mode: str, started: float) -> KongCall:
+        try:
+            call = parse_call(self.cfg, self.table, await read_json(req))
+            if mode == "async" and call.request.get("stream") is True:
+                raise HttpError(400, "stream: true cannot be combined with an async job", code="invalid_router_options")
+        except HttpError as e:
+            self.runner.count(PLANE, None, None, mode, e.status, started)
+            raise
+        req.log.update(model=call.model, taskType=call.task_type)
+        return call
 
     async def execute(self, req: Request, params: dict[str, str]) -> Response | StreamResponse:
         started = time.perf_counter()
-        call = None
-        try:
-            call = parse_call(self.app, await read_json(req))
-            req.log.update(model=call.model, taskType=call.task_type)
-            return await self._execute(call, started)
-        except HttpError as e:
-            self._observe(call, "sync", e.status, started)
-            raise
-
-    async def _execute(self, call: KongCall, started: float) -> Response | StreamResponse:
-        app = self.app
-        meta = call.meta
-        limit = meta.max_execution_time_ms
+        kc = await self._parse(req, "sync", started)
+        meta = kc.meta
         # Kong already judged the queue when it chose sync; without an explicit bound, waiting may use the run's budget.
-        wait = meta.max_queue_time_ms if meta.max_queue_time_explicit else limit
-        try:
-            # No per-user quota: every client behind Kong shares its one key, and Kong limits its consumers itself.
-            ex = await app.service.open(
-                [call.model], app.cfg.ollama.open_ai_compatible_path, lambda m: forward_body(call.request, m),
-                priority=call.priority, user=None, max_wait=wait / 1000, timeout_ms=limit, failover=False,
-            )
-        except WaitTimeout:
-            raise HttpError(503, f"{call.model} has no free slot within {wait} ms", code="queue_timeout",
-                            headers=[("Retry-After", "1")]) from None
-        if call.request.get("stream") is True and ex.response.status < 400:
-            return self._stream(call, ex, started)
-        result = await app.service.read_result(ex)
-        self._observe(call, "sync", 200, started, usage=result.get("usage") if isinstance(result, dict) else None)
-        return json_response(200, plain_json({
-            "result": result,
-            "nodeId": self.node_id,
-            "selectedModel": ex.model,
-            "queueTimeMs": ex.queue_ms,
-            "executionTimeMs": ex.execution_ms(),
-        }))
-
-    def _stream(self, call: KongCall, ex: Exchange, started: float) -> StreamResponse:
-        stats = StreamStats()
-
-        def done() -> None:
-            ex.slot.release()
-            self._observe(call, "stream", 200 if stats.completed and not stats.error else 502, started, stats)
-
-        # SSE clients skip comment lines; a gateway that wants the node's facts reads them here or in the headers.
-        head = {"nodeId": self.node_id, "selectedModel": ex.model, "queueTimeMs": ex.queue_ms}
-        chunks = relay(ex.response, stats, lambda: time.perf_counter() - started, on_end=done)
-        headers = [("X-Router-Node-Id", self.node_id), ("X-Router-Selected-Model", ex.model),
-                   ("X-Router-Queue-Time-Ms", str(ex.queue_ms))]
-        return StreamResponse(200, chunks, headers, prelude=sse_comment("router", head))
+        wait = meta.max_queue_time_ms if meta.max_queue_time_explicit else meta.max_execution_time_ms
+        stream = kc.request.get("stream") is True
+        # No per-user quota: every client behind Kong shares its one key, and Kong limits its consumers itself.
+        call = Call(self.cfg.ollama.open_ai_compatible_path, lambda m: forward_body(kc.request, m), [kc.model],
+                    kc.priority, None, wait, meta.max_execution_time_ms, stream=OPENAI_SSE if stream else None,
+                    failover=False, plane=PLANE, task=kc.task_type, log=req.log)
+        return await self.runner.run(call, KongReply(self.node_id))
 
     async def create_job(self, req: Request, params: dict[str, str]) -> Response:
         started = time.perf_counter()
-        call = None
+        kc = await self._parse(req, "async", started)
         try:
-            call = parse_call(self.app, await read_json(req))
-            if call.request.get("stream") is True:
-                raise HttpError(400, "stream: true cannot be combined with an async job", code="invalid_router_options")
-            principal = req.principal
-            job, position = self.app.jobs.submit(call.request, call.model, call.task_type, call.priority,
-                                                 principal.user)
+            job, position = self.jobs.submit(kc.request, kc.model, kc.task_type, kc.priority, req.principal.user)
         except HttpError as e:
-            self._observe(call, "async", e.status, started)
+            self.runner.count(PLANE, kc.task_type, kc.model, "async", e.status, started)
             raise
-        req.log.update(model=call.model, taskType=call.task_type, mode="async", jobId=job.id)
-        self._observe(call, "async", 202, started)
-        location = f"{self.app.cfg.server.base_path.rstrip('/')}/v1/jobs/{job.id}"
+        req.log.update(mode="async", jobId=job.id)
+        self.runner.count(PLANE, kc.task_type, kc.model, "async", 202, started)
+        location = f"{self.cfg.server.base_path.rstrip('/')}/v1/jobs/{job.id}"
         body = {"id": job.id, "status": job.status, "position": position, "nodeId": self.node_id,
-                "selectedModel": call.model}
+                "selectedModel": kc.model}
         return json_response(202, body, [("Location", location)])
-
-
-def routes(app: "App") -> list[Route]:
-    h = KongHandlers(app)
-    return [
-        Route("GET", "/v1/router/capabilities", PLANE, h.capabilities),
-        Route("GET", "/v1/router/runtime", PLANE, h.runtime),
-        Route("POST", "/v1/router/execute", PLANE, h.execute),
-        Route("POST", "/v1/router/jobs", PLANE, h.create_job),
-    ]

@@ -1,131 +1,124 @@
-"""POST /v1/chat/completions: classify, route, then answer sync, stream, or accept as a job."""
+"""The OpenAI-compatible door: ``/v1/chat/completions`` (routed: answered now, streamed, or accepted as
+a job), ``/v1/models``, and ``/v1/embeddings`` and ``/v1/completions`` (pinned or first capable model)."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
+from ..config.schema import Config
 from ..errors import HttpError
 from ..http.server import Request, Response, StreamResponse, json_response
-from ..jsonutil import completion_tokens
-from ..relay import StreamStats, relay, sse_comment
-from ..routing import normalize_meta
-from ..scheduler import WaitTimeout
-from ..service import Exchange, Routed, forward_body, validate_chat_body
-from .table import Route, read_json
-
-if TYPE_CHECKING:
-    from ..app import App
+from ..jobs import JobManager
+from ..relay import OPENAI_SSE
+from ..routing import RoutingTable, normalize_meta
+from ..runner import Call, Routed, Runner, forward_body
+from .bodies import read_json, validate_chat_body
+from .forwarded import forwarded
+from .render import routed_reply
+from .table import Route
 
 ASYNC_MESSAGE = "Heavy load. Job accepted for asynchronous processing."
+AUTO = "auto"
+PLANE = "standalone"
 
 
-def _header_value(text: str) -> str:
-    """Header-safe text: latin-1 only, no CR/LF, bounded."""
-    return text.encode("latin-1", "replace").decode("latin-1").replace("\r", " ").replace("\n", " ")[:512]
+def owned_by(name: str) -> str:
+    """The namespace Ollama reports as ``owned_by``: ``library`` for official models, else the user part."""
+    parts = name.split("/")
+    return "library" if len(parts) == 1 else parts[-2]
 
 
-def router_headers(router: dict) -> list[tuple[str, str]]:
-    return [
-        ("X-Router-Mode", router["mode"]),
-        ("X-Router-Task-Type", _header_value(router["taskType"])),
-        ("X-Router-Selected-Model", _header_value(router["selectedModel"])),
-        ("X-Router-Fallback-Models", _header_value(",".join(router["fallbackModels"]))),
-        ("X-Router-Queue-Time-Ms", str(router["queueTimeMs"])),
-        ("X-Router-Decision-Reason", _header_value(router["decisionReason"])),
-    ]
+def model_entry(name: str, created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created,
+            "owned_by": "ollama-agent-router" if name == AUTO else owned_by(name)}
 
 
-def accept_job(app: "App", req: Request, routed: Routed, model: str, reason: str) -> Response:
-    """202 with the original's async body; the job runs the same request later on ``model``."""
-    principal = req.principal
-    job, position = app.jobs.submit(routed.body, model, routed.classification.task_type, routed.meta.priority,
-                                    principal.user, candidates=routed.decision.failover_order())
-    req.log.update(model=model, mode="async", jobId=job.id)
-    body = {
-        "id": job.id,
-        "object": "router.job",
-        "status": job.status,
-        "message": ASYNC_MESSAGE,
-        "router": {
-            "mode": "async",
-            "taskType": routed.classification.task_type,
-            "preferredModel": model,
-            "position": position,
-            "estimatedClass": routed.classification.complexity,
-            "decisionReason": reason,
-        },
-    }
-    app.service.record("standalone", routed, model, "async", 202, 0.0)
-    return json_response(202, body, [("Location", f"{app.cfg.server.base_path.rstrip('/')}/v1/jobs/{job.id}")])
+class OpenAIDoor:
+    def __init__(self, cfg: Config, runner: Runner, jobs: JobManager, table: RoutingTable) -> None:
+        self.cfg = cfg
+        self.runner = runner
+        self.jobs = jobs
+        self.table = table
+        self.started = int(time.time())
+        self.v1 = cfg.ollama.open_ai_compatible_path.removesuffix("/chat/completions")
 
+    def routes(self) -> list[Route]:
+        return [
+            Route("POST", "/v1/chat/completions", PLANE, self.chat),
+            Route("GET", "/v1/models", PLANE, self.list_models),
+            Route("GET", "/v1/models/{id}", PLANE, self.get_model),
+            Route("GET", "/v1/models/{owner}/{id}", PLANE, self.get_model),  # a namespaced name, slash unencoded
+            Route("POST", "/v1/embeddings", PLANE, self.embeddings),
+            Route("POST", "/v1/completions", PLANE, self.completions),
+        ]
 
-async def run_routed(app: "App", req: Request, routed: Routed, stream: bool) -> Response | StreamResponse:
-    """Run a decided request now: sync JSON, or an SSE relay when ``stream``."""
-    service = app.service
-    meta = routed.meta
-    decision = routed.decision
-    principal = req.principal
-    started = time.perf_counter()
-    models = [decision.model] + decision.failover_order()
-    try:
-        ex = await service.open(
-            models, app.cfg.ollama.open_ai_compatible_path, lambda m: forward_body(routed.body, m),
-            priority=meta.priority, user=principal.user, max_wait=meta.max_queue_time_ms / 1000,
-            timeout_ms=meta.max_execution_time_ms,
-        )
-    except WaitTimeout:
+    # ---- chat completions -------------------------------------------------------------------------
+    async def chat(self, req: Request, params: dict[str, str]) -> Response | StreamResponse:
+        started = time.perf_counter()
+        plane = req.principal.plane or PLANE
+        try:
+            body = validate_chat_body(await read_json(req))
+            stream = body.get("stream") is True
+            meta = normalize_meta(body.get("router"), self.cfg)
+            if stream:
+                if meta.mode == "async":
+                    raise HttpError(400, "stream: true cannot be combined with router.mode async",
+                                    code="invalid_router_options")
+                meta = meta._replace(allow_async=False)  # a streaming client waits for its stream
+            routed = self.runner.route(body, meta, pinned=self.runner.pin(body.get("model")))
+        except HttpError as e:
+            self.runner.count(plane, None, None, "sync", e.status, started)
+            raise
+        decision = routed.decision
+        task = req.log["taskType"] = routed.classification.task_type
+        if decision.action == "reject":
+            self.runner.count(plane, task, None, "reject", 503, started)
+            raise HttpError(503, decision.reason, code="no_model_available", headers=[("Retry-After", "5")])
+        if decision.action == "async":
+            return self.accept(req, routed, decision.model or "", decision.reason)
+        call = Call(self.cfg.ollama.open_ai_compatible_path, lambda m: forward_body(body, m), routed.models(),
+                    meta.priority, req.principal.user, meta.max_queue_time_ms, meta.max_execution_time_ms,
+                    stream=OPENAI_SSE if stream else None, plane=plane, task=task, log=req.log)
+        fallback = None
         if not stream and meta.allow_async and meta.mode != "sync":
-            return accept_job(app, req, routed, decision.model or models[0],
-                              f"Queue wait would exceed {meta.max_queue_time_ms} ms; accepted for async processing")
-        raise HttpError(503, f"{decision.model} has no free slot within {meta.max_queue_time_ms} ms",
-                        code="queue_timeout", headers=[("Retry-After", "1")]) from None
-    req.log["model"] = ex.model
-    if stream and ex.response.status < 400:
-        return _stream(app, req, routed, ex, started)
-    raw = await service.read_raw(ex)
-    router = service.router_object(routed, ex)
-    tokens = completion_tokens(raw)
-    service.record(principal.plane or "standalone", routed, ex.model, "sync", 200, time.perf_counter() - started,
-                   usage={"completion_tokens": tokens} if tokens is not None else None)
-    return Response(200, service.with_router(raw, router), router_headers(router))
+            reason = f"Queue wait would exceed {meta.max_queue_time_ms} ms; accepted for async processing"
+            fallback = lambda: self.accept(req, routed, routed.models()[0], reason)  # noqa: E731
+        return await self.runner.run(call, routed_reply(routed), fallback)
 
+    def accept(self, req: Request, routed: Routed, model: str, reason: str) -> Response:
+        """202 with the original's async body; the job runs the same request later on ``model``."""
+        started = time.perf_counter()
+        cls = routed.classification
+        job, position = self.jobs.submit(routed.body, model, cls.task_type, routed.meta.priority,
+                                         req.principal.user, candidates=routed.decision.failover_order())
+        req.log.update(model=model, mode="async", jobId=job.id)
+        body = {
+            "id": job.id,
+            "object": "router.job",
+            "status": job.status,
+            "message": ASYNC_MESSAGE,
+            "router": {"mode": "async", "taskType": cls.task_type, "preferredModel": model, "position": position,
+                       "estimatedClass": cls.complexity, "decisionReason": reason},
+        }
+        self.runner.count(req.principal.plane or PLANE, cls.task_type, model, "async", 202, started)
+        location = f"{self.cfg.server.base_path.rstrip('/')}/v1/jobs/{job.id}"
+        return json_response(202, body, [("Location", location)])
 
-def _stream(app: "App", req: Request, routed: Routed, ex: Exchange, started: float) -> StreamResponse:
-    router = app.service.router_object(routed, ex)
-    stats = StreamStats()
-    plane = req.principal.plane or "standalone"
+    # ---- models ------------------------------------------------------------------------------------
+    async def list_models(self, req: Request, params: dict[str, str]) -> Response:
+        names = [AUTO] + [m.name for m in self.cfg.models]
+        return json_response(200, {"object": "list", "data": [model_entry(n, self.started) for n in names]})
 
-    def done() -> None:
-        ex.slot.release()
-        status = 200 if stats.completed and not stats.error else 502
-        app.service.record(plane, routed, ex.model, "stream", status, time.perf_counter() - started, stats)
+    async def get_model(self, req: Request, params: dict[str, str]) -> Response:
+        wanted = "/".join(params[k] for k in ("owner", "id") if k in params)
+        if wanted != AUTO and self.table.resolve(wanted) is None:
+            raise HttpError(404, f"The model '{wanted}' does not exist", code="model_not_found")
+        return json_response(200, model_entry(wanted, self.started))
 
-    chunks = relay(ex.response, stats, lambda: time.perf_counter() - started, on_end=done)
-    return StreamResponse(200, chunks, router_headers(router), prelude=sse_comment("router", router))
+    # ---- embeddings and text completions -----------------------------------------------------------
+    async def embeddings(self, req: Request, params: dict[str, str]) -> Response | StreamResponse:
+        return await forwarded(self.runner, self.cfg, req, f"{self.v1}/embeddings", embedding=True)
 
-
-async def chat_completions(app: "App", req: Request, params: dict[str, str]) -> Response | StreamResponse:
-    body = validate_chat_body(await read_json(req))
-    stream = body.get("stream") is True
-    meta = normalize_meta(body.get("router"), app.cfg)
-    if stream:
-        if meta.mode == "async":
-            raise HttpError(400, "stream: true cannot be combined with router.mode async", code="invalid_router_options")
-        meta = meta._replace(allow_async=False)  # a streaming client waits for its stream
-    routed = app.service.route(body, meta, pinned=app.service.pin(body.get("model")))
-    decision = routed.decision
-    req.log["taskType"] = routed.classification.task_type
-    if decision.action == "reject":
-        app.service.record("standalone", routed, None, "reject", 503, 0.0)
-        raise HttpError(503, decision.reason, code="no_model_available", headers=[("Retry-After", "5")])
-    if decision.action == "async":
-        return accept_job(app, req, routed, decision.model or "", decision.reason)
-    return await run_routed(app, req, routed, stream)
-
-
-def routes(app: "App") -> list[Route]:
-    async def chat(req: Request, params: dict[str, str]) -> Response | StreamResponse:
-        return await chat_completions(app, req, params)
-
-    return [Route("POST", "/v1/chat/completions", "standalone", chat)]
+    async def completions(self, req: Request, params: dict[str, str]) -> Response | StreamResponse:
+        return await forwarded(self.runner, self.cfg, req, f"{self.v1}/completions", embedding=False)

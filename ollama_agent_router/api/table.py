@@ -8,12 +8,11 @@ stays inside its segment and can never reach another route. Every miss is the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 from urllib.parse import unquote
 
 from ..errors import HttpError, not_found
 from ..http.server import Request, Response, StreamResponse
-from ..jsonutil import parse_json
 
 HandlerFn = Callable[[Request, dict[str, str]], Awaitable["Response | StreamResponse"]]
 
@@ -94,50 +93,3 @@ def _match(pattern: tuple[str, ...], segs: list[str], params: dict[str, str]) ->
         elif want != got.lower():
             return False
     return True
-
-
-# Deeper JSON is refused: re-encoding it later (forwarding, storing a job) could hit Python's recursion limit.
-MAX_JSON_DEPTH = 200
-
-
-async def read_json(req: Request, *, limit: int | None = None) -> Any:
-    """The request body as JSON whatever the Content-Type says (``curl -d`` sends form encoding).
-
-    An empty body is ``None``: Kong sends bodiless GET/DELETE with ``content-type: application/json``.
-    """
-    raw = await req.body(limit)
-    if not raw.strip():
-        return None
-    try:
-        body = parse_json(raw.decode("utf-8"))
-        # Counting brackets is C-speed; only a body with that many containers is walked.
-        if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH or json_depth(body) <= MAX_JSON_DEPTH:
-            return body
-    except UnicodeDecodeError:
-        raise HttpError(400, "Request body is not valid UTF-8", code="invalid_json") from None
-    except ValueError as e:
-        raise HttpError(400, f"Malformed JSON in request body: {e}", code="invalid_json") from None
-    except RecursionError:
-        pass
-    raise HttpError(400, f"Request body JSON is nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
-
-
-def json_depth(value: Any) -> int:
-    """How deeply lists and objects nest in ``value`` (0 for a scalar), without recursing."""
-    deepest = 0
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, depth)
-        pending.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-async def read_json_object(req: Request) -> dict:
-    body = await read_json(req)
-    if not isinstance(body, dict):
-        raise HttpError(400, "Request body must be a JSON object", code="invalid_body")
-    return body

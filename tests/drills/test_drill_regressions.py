@@ -11,9 +11,9 @@ import time
 import pytest
 from conftest import VIBE, chat_body, make_config, wait_for
 
-from ollama_agent_router.api.table import MAX_JSON_DEPTH, json_depth
+from ollama_agent_router.api.bodies import MAX_JSON_DEPTH, json_depth
 from ollama_agent_router.http.server import HttpServer, StreamResponse, _Connection
-from ollama_agent_router.relay import StreamStats, relay
+from ollama_agent_router.relay import OLLAMA_NDJSON, OPENAI_SSE, StreamStats, relay
 from ollama_agent_router.upstream import UpstreamError
 
 # ---- deeply nested JSON was a 500 (RecursionError), found by the fuzzer's "deep" bodies ------------------
@@ -57,7 +57,7 @@ class _Upstream:
 def relayed(pieces: list[bytes], *, native: bool = False, cut: bool = True) -> bytes:
     async def main() -> bytes:
         error = UpstreamError("closed", "the reply was cut off") if cut else None
-        out = [c async for c in relay(_Upstream(pieces, error), StreamStats(), time.perf_counter, native=native)]
+        out = [c async for c in relay(_Upstream(pieces, error), OLLAMA_NDJSON if native else OPENAI_SSE, StreamStats(), time.perf_counter)]
         return b"".join(out)
     return asyncio.run(main())
 
