@@ -20,7 +20,7 @@ from conftest import QWEN, VIBE, chat_body, wait_for
 
 from ollama_agent_router import __version__
 from ollama_agent_router.commands.client import join_url, render_route
-from ollama_agent_router.simulator.server import Fault
+from ollama_agent_router.simulator.run import Fault
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_YAML = """\

@@ -20,7 +20,8 @@ from access_support import LOCKED, access, api_key, plane, secret
 from conftest import DEEPSEEK, GPTOSS, QWEN, TEST_CONFIG, VIBE, Reply, assert_no_null, chat_body, wait_for
 
 from ollama_agent_router.gpu import GpuUnavailable
-from ollama_agent_router.simulator.server import Fault, SimulatedGpu
+from ollama_agent_router.simulator.run import Fault
+from ollama_agent_router.simulator.server import SimulatedGpu
 from ollama_agent_router.snapshot import processor_text
 
 KONG_AUTH_FORMS = {

@@ -20,18 +20,18 @@ import pytest
 
 from ollama_agent_router.config.schema import ModelSpec
 from ollama_agent_router.log import Logger
+from ollama_agent_router.simulator.openai import ChatSseWriter
+from ollama_agent_router.simulator.plan import Reply, sample_arguments, split_tokens
+from ollama_agent_router.simulator.run import Fault, SimModel
 from ollama_agent_router.simulator.sched import MIB
-from ollama_agent_router.simulator.server import Fault, OllamaSimulator, SimModel, run_simulator
+from ollama_agent_router.simulator.server import OllamaSimulator, run_simulator
 from ollama_agent_router.simulator.wire import (
     BUSY,
-    ChatSseWriter,
     SimError,
     canonical_name,
     parse_go_duration,
     parse_keep_alive,
     rfc3339,
-    sample_arguments,
-    split_tokens,
 )
 
 CODER = "qwen2.5-coder:7b"
@@ -716,7 +716,7 @@ def test_from_config_and_run_simulator() -> None:
         url = next(json.loads(line)["url"] for line in stream.getvalue().splitlines() if "simulator_listening" in line)
         reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
         writer.write(b"GET /api/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert b'{"version":"0.12.3"}' in await reader.read()
+        assert b'{"version":"0.33.0"}' in await reader.read()
         writer.close()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -761,5 +761,5 @@ def test_finish_reasons_per_flavour() -> None:
     for flavour, after_length in (("current", "length"), ("legacy", "tool_calls")):
         writer = ChatSseWriter("m", flavour, False, random.Random(1))
         writer.event("tool_calls", call)
-        final = json.loads(writer.finish("length", 1, 1)[0][len("data: "):])
+        final = json.loads(writer.finish(Reply([], done_reason="length"), {"eval_count": 1})[0][len("data: "):])
         assert final["choices"][0]["finish_reason"] == after_length
