@@ -21,7 +21,7 @@ from ..log import Logger
 from .plan import Conversation, Reply, plan_reply
 from .run import Executor, Fault, SimCall, SimModel, StreamDropped
 from .sched import MIB, ModelScheduler
-from .wire import EMBEDDING_DIMS, SimError, canonical_name, full_name, parse_keep_alive, status_message
+from .wire import EMBEDDING_DIMS, SimError, canonical_name, full_name, json_kind, parse_keep_alive, status_message
 
 RESERVED_FRACTION = 0.0043  # driver-reserved share of VRAM, as measured on the H200 fixture
 THINK_LEVELS = ("low", "medium", "high", "max")
@@ -149,8 +149,7 @@ class SimCore:
                 raise SimError(400, "unexpected EOF") from None
             raise SimError(400, f"invalid character '{text[pos]}' looking for beginning of value") from None
         if not isinstance(body, dict):
-            kind = {list: "array", str: "string", bool: "bool"}.get(type(body), "number")
-            raise SimError(400, f"json: cannot unmarshal {kind} into Go value of type api.Request")
+            raise SimError(400, f"json: cannot unmarshal {json_kind(body)} into Go value of type api.Request")
         call["body"] = body
         if isinstance(body.get("model"), str):
             call["model"] = body["model"]

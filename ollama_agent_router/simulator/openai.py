@@ -35,7 +35,7 @@ def reasoning_think(body: dict[str, Any]) -> Any:
     if effort is None or effort == "":
         return None
     if effort not in _REASONING:
-        raise SimError(400, f"invalid reasoning value: '{effort}' (must be \"high\", \"medium\", \"low\", or \"none\")")
+        raise SimError(400, f'invalid reasoning value: "{effort}" (must be "high", "medium", "low", or "none")')
     return _REASONING[effort]
 
 

@@ -13,6 +13,7 @@ This module is the route table and the server's life; each API lives in its own 
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..http.server import JSON, HttpServer, Request, Response, ServerLimits, StreamResponse
 from ..jsonutil import dumps
 from ..log import Logger
-from . import catalog, native, openai
+from . import anthropic, catalog, native, openai, responses
 from .core import Handler, SimCore
 from .run import SimModel
 from .sched import MIB
@@ -46,6 +47,8 @@ _ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/completions": {"POST": openai.completions},
     "/v1/embeddings": {"POST": openai.embeddings},
     "/v1/models": {"GET": catalog.v1_models},
+    "/v1/messages": {"POST": anthropic.messages},
+    "/v1/responses": {"POST": responses.responses},
 }
 _V1_MODEL = {"GET": catalog.v1_model}
 
@@ -143,7 +146,7 @@ class OllamaSimulator(SimCore):
         try:
             response = await self._dispatch(req, call)
         except SimError as e:
-            response = _error_response(req.path, e)
+            response = _error_response(req.path, e, self.rng)
         except asyncio.CancelledError:
             call["status"] = 499
             raise
@@ -164,9 +167,14 @@ class OllamaSimulator(SimCore):
 
 # ---- helpers ----------------------------------------------------------------------------------------------------
 
-def _error_response(path: str, err: SimError) -> Response:
+def _error_response(path: str, err: SimError, rng: random.Random) -> Response:
+    """An error before any byte of the reply, in the shape of the API it came in on."""
+    if path == "/v1/messages":
+        body = anthropic.anthropic_error(err.status, err.message, "req_" + anthropic.hex_id(rng))
+        return Response(err.status, dumps(body) + b"\n", content_type=OPENAI_JSON)
     if path.startswith("/v1/"):
-        return Response(err.status, dumps(openai.openai_error(err.status, err.message)) + b"\n", content_type=OPENAI_JSON)
+        body = openai.openai_error(err.status, err.message)
+        return Response(err.status, dumps(body) + b"\n", content_type=OPENAI_JSON)
     return Response(err.status, dumps({"error": err.message}), content_type=JSON)
 
 

@@ -174,3 +174,17 @@ def status_message(status: int, sent: str | None) -> str:
         return HTTPStatus(status).phrase.lower()
     except ValueError:
         return "error"
+
+
+def json_kind(value: Any) -> str:
+    """How Go's JSON decoder names a value's kind in its type errors."""
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "bool"}.get(type(value), "number")
+
+
+# ---- named SSE events (Anthropic Messages, OpenAI Responses) --------------------------------------
+
+def named_event(name: str, data: bytes) -> bytes:
+    """One ``event:`` + ``data:`` SSE event, as Ollama writes them: no id, no retry, no comments."""
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
