@@ -85,6 +85,8 @@ def test_tags_show_and_models_shapes() -> None:
                 assert err.value.status_code == 404 and err.value.error == "model 'nope:1b' not found"
             r = await request(sim, "POST", "/api/show", {})
             assert (r.status, r.json()) == (400, {"error": "model is required"})
+            r = await request(sim, "POST", "/api/show", {"name": "llama3.2"})  # the legacy key
+            assert r.status == 200 and r.json()["details"]["parameter_size"] == "3.2B"
             async with oai(sim) as client:
                 page = await client.models.list()
                 assert [m.id for m in page.data][:2] == [CODER, "llama3.2:latest"]
@@ -601,15 +603,18 @@ def test_set_down_and_back_up() -> None:
 def test_from_config_and_run_simulator() -> None:
     spec = {"max_concurrent": 1, "max_context": 32768, "timeout_ms": 1000}
     cfg = SimpleNamespace(
-        models=(ModelSpec(name="qwen2.5-coder:14b", size_gb=9.0, default_context=8192, **spec),
-                ModelSpec(name="bge-m3", size_gb=1.2, default_context=8192, purpose=("embeddings",), **spec)),
+        models=(ModelSpec(name="qwen2.5-coder:14b", size_gb=9.0, default_context=8192,
+                          purpose=("agentic_reasoning",), **spec),
+                ModelSpec(name="bge-m3", size_gb=1.2, default_context=8192, purpose=("embeddings",), **spec),
+                ModelSpec(name="gpt-oss:20b", size_gb=14, default_context=8192, tags=("reasoning",), **spec)),
         gpu=SimpleNamespace(vram_total_mb=0, name=None),
     )
     sim = OllamaSimulator.from_config(cfg, num_parallel=2)
     assert sim.gpu_total_mb == 24576 and sim.num_parallel == 2
     coder, embed = sim.models["qwen2.5-coder:14b"], sim.models["bge-m3:latest"]
     assert (coder.family, coder.parameter_size, coder.context_length) == ("qwen2", "14B", 8192)
-    assert embed.capabilities == ("embedding",)
+    assert coder.capabilities == ("completion", "tools") and embed.capabilities == ("embedding",)
+    assert sim.models["gpt-oss:20b"].capabilities == ("completion", "tools", "thinking")
 
     async def go() -> None:
         stream = io.StringIO()

@@ -243,3 +243,30 @@ def test_input_estimate_is_len_over_four() -> None:
                     "tools": [{"name": "f", "description": "", "input_schema": {}}]}
     assert estimate_input_tokens(request_body) == (8 + 4 + 4 + 1 + 2) // 4
     assert estimate_input_tokens({"messages": [{"role": "", "content": ""}]}) == 1
+
+
+def test_a_claude_code_shaped_turn() -> None:
+    """The fields Claude Code sends (agent-clients.md), all accepted; its tool result beside a reminder is answered."""
+    system = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1"},
+              {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}]
+    tools = [dict(WEATHER, cache_control={"type": "ephemeral"}), {"type": "web_search_20250305", "name": "web_search"}]
+    first = body(stream=True, system=system, tools=tools, metadata={"user_id": '{"session_id":"s"}'},
+                 thinking={"type": "adaptive"}, output_config={"effort": "xhigh"}, context_management={"edits": []},
+                 messages=[{"role": "user", "content": [{"type": "text", "text": "<system-reminder>r</system-reminder>"},
+                                                        {"type": "text", "text": "Write a function",
+                                                         "cache_control": {"type": "ephemeral"}}]},
+                           {"role": "system", "content": "Agent types: none"}])
+
+    async def go() -> None:
+        async with running() as sim:
+            events = (await request(sim, "POST", "/v1/messages?beta=true", first)).named_events()
+            use = events[1][1]["content_block"]
+            assert use["name"] == "get_weather"  # the web search tool is not offered to the model
+            follow = dict(first, messages=first["messages"] + [
+                {"role": "assistant", "content": [dict(use, input={"city": "sim", "days": 1})]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"], "is_error": True,
+                                              "content": [{"type": "text", "text": "denied"}]},
+                                             {"type": "text", "text": "<system-reminder>r</system-reminder>"}]}])
+            events = (await request(sim, "POST", "/v1/messages?beta=true", follow)).named_events()
+            assert events[1][1]["content_block"]["type"] == "text" and events[-2][1]["delta"]["stop_reason"] == "end_turn"
+    run(go())

@@ -209,3 +209,32 @@ def test_failures_after_the_first_event_just_end_the_body() -> None:
             r = await request(sim, "POST", "/v1/responses", body())
             assert (r.status, r.json()["error"]["message"]) == (500, "boom")
     run(go())
+
+
+def test_a_codex_shaped_turn() -> None:
+    """The fields Codex sends (agent-clients.md, §8.10), all accepted; the replayed history is answered."""
+    tools = [WEATHER, {"type": "custom", "name": "apply_patch", "description": "patch"}, {"type": "web_search"},
+             {"type": "namespace", "name": "mcp", "tools": [{"type": "function", "name": "read", "parameters": None}]}]
+    first = {"model": THINKER, "instructions": "You are Codex.", "stream": True, "tools": tools, "tool_choice": "auto",
+             "parallel_tool_calls": False, "reasoning": {"effort": "medium", "summary": "auto"}, "store": False,
+             "include": ["reasoning.encrypted_content"], "prompt_cache_key": "thread-1", "client_metadata": {"a": "b"},
+             "input": [{"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "rules"}]},
+                       {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Write it"}]}]}
+
+    async def go() -> None:
+        async with running() as sim:
+            events = (await request(sim, "POST", "/v1/responses", first)).named_events()
+            done = events[-1][1]["response"]
+            assert events[-1][0] == "response.completed" and done["reasoning"] == {"effort": "medium", "summary": "auto"}
+            call = next(item for item in done["output"] if item["type"] == "function_call")
+            follow = dict(first, input=first["input"] + [
+                {"type": "reasoning", "summary": [], "encrypted_content": "plain thinking"},
+                {"type": "function_call", "call_id": call["call_id"], "name": call["name"], "arguments": call["arguments"]},
+                {"type": "function_call_output", "call_id": call["call_id"], "output": [
+                    {"type": "input_text", "text": "18°C"}]},
+                {"type": "web_search_call", "status": "completed"}])
+            events = (await request(sim, "POST", "/v1/responses", follow)).named_events()
+            done = events[-1][1]["response"]
+            assert [item["type"] for item in done["output"]] == ["reasoning", "message"]
+            assert done["output"][1]["content"][0]["text"] == f"Simulated reply from {THINKER}."
+    run(go())

@@ -86,7 +86,7 @@ class OllamaSimulator(SimCore):
 
     @classmethod
     def from_config(cls, cfg: Config, **kw: Any) -> OllamaSimulator:
-        """Models from ``cfg.models`` (``embed`` in purpose or tags makes an embedding model), VRAM from ``cfg.gpu``."""
+        """Models from ``cfg.models`` (capabilities from their labels), VRAM from ``cfg.gpu``."""
         models = [_model_from_spec(spec) for spec in cfg.models]
         kw.setdefault("gpu_total_mb", cfg.gpu.vram_total_mb or 24576)
         if cfg.gpu.name:
@@ -178,9 +178,19 @@ def _error_response(path: str, err: SimError, rng: random.Random) -> Response:
     return Response(err.status, dumps({"error": err.message}), content_type=JSON)
 
 
+def _capabilities(spec: Any) -> tuple[str, ...]:
+    """``embed`` anywhere in purpose or tags makes an embedding model; a ``reasoning`` or ``thinking`` label a
+    thinking one (as gpt-oss is), which clients asking for reasoning effort need."""
+    labels = {label.lower() for label in (*spec.purpose, *spec.tags)}
+    if any("embed" in label for label in labels):
+        return ("embedding",)
+    if labels & {"reasoning", "thinking"}:
+        return ("completion", "tools", "thinking")
+    return ("completion", "tools")
+
+
 def _model_from_spec(spec: Any) -> SimModel:
     """A SimModel for a configured model; family and parameter size are guessed from the name."""
-    labels = " ".join((*spec.purpose, *spec.tags)).lower()
     base, _, tag = canonical_name(spec.name).rpartition(":")
     family = re.match(r"[a-z]+\d*", base.rsplit("/", 1)[-1].lower())
     params = re.search(r"(\d+(?:\.\d+)?)([bm])", tag.lower()) or re.search(r"(\d+(?:\.\d+)?)([bm])\b", base.lower())
@@ -189,7 +199,7 @@ def _model_from_spec(spec: Any) -> SimModel:
         size_gb=spec.size_gb,
         family=family.group(0) if family else "llama",
         parameter_size=f"{params.group(1)}{params.group(2).upper()}" if params else "7B",
-        capabilities=("embedding",) if "embed" in labels else ("completion", "tools"),
+        capabilities=_capabilities(spec),
         context_length=spec.default_context,
     )
 
