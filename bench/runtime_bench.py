@@ -54,7 +54,8 @@ async def serve(models: int) -> None:
     from ollama_agent_router.config.parse import parse_config
     from ollama_agent_router.jsonutil import dumps
     from ollama_agent_router.log import Logger
-    from ollama_agent_router.simulator.server import Fault, OllamaSimulator
+    from ollama_agent_router.simulator.run import Fault
+    from ollama_agent_router.simulator.server import OllamaSimulator
 
     cfg = parse_config(bench_config(models))
     sim = OllamaSimulator.from_config(cfg, log=Logger("error"))

@@ -20,7 +20,8 @@ from conftest import QWEN, VIBE, chat_body, wait_for
 
 from ollama_agent_router import __version__
 from ollama_agent_router.commands.client import join_url, render_route
-from ollama_agent_router.simulator.server import Fault
+from ollama_agent_router.commands.serve import bundled_config
+from ollama_agent_router.simulator.run import Fault
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_YAML = """\
@@ -441,7 +442,7 @@ def test_simulate_command(tmp_path):
         conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
         conn.request("GET", "/api/tags")
         response = conn.getresponse()
-        assert response.status == 200 and len(json.loads(response.read())["models"]) == 4
+        assert response.status == 200 and len(json.loads(response.read())["models"]) == len(bundled_config().models)
         conn.close()
     finally:
         assert served.stop() == 0

@@ -94,9 +94,12 @@ def test_gex44_parses_with_gpt_oss_exclusive():
     assert config.access.present is False and config.path == str(EXAMPLE)
 
 
-def test_packaged_profile_is_the_example():
-    assert PACKAGED.read_bytes() == EXAMPLE.read_bytes()
-    assert cfg.load_config_file(str(PACKAGED)).models == cfg.load_config_file(str(EXAMPLE)).models
+def test_packaged_profile_is_the_example_plus_an_embedder():
+    packaged, example = yaml.safe_load(PACKAGED.read_text()), yaml.safe_load(EXAMPLE.read_text())
+    embedder = packaged["models"].pop()
+    assert packaged == example
+    assert "embedding" in embedder["purpose"] and embedder["name"] not in {m for r in example["routes"].values() for m in r}
+    assert cfg.load_config_file(str(PACKAGED)).models[:-1] == cfg.load_config_file(str(EXAMPLE)).models
 
 
 def test_route_to_missing_model_is_rejected():

@@ -13,7 +13,7 @@ import openai
 import pytest
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, chat_body, wait_for
 
-from ollama_agent_router.simulator.server import Fault
+from ollama_agent_router.simulator.run import Fault
 
 
 def ask(stack, content, **router):

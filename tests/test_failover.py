@@ -9,7 +9,7 @@ import openai
 import pytest
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, chat_body, wait_for
 
-from ollama_agent_router.simulator.server import Fault
+from ollama_agent_router.simulator.run import Fault
 
 CODE = "Write a TypeScript function to parse JSON"  # code_generate: qwen first, deepseek next
 

@@ -11,7 +11,7 @@ import openai
 import pytest
 from conftest import DEEPSEEK, GPTOSS, QWEN, TEST_CONFIG, VIBE, assert_no_null, chat_body, wait_for
 
-from ollama_agent_router.simulator.server import Fault
+from ollama_agent_router.simulator.run import Fault
 
 EMBED = "nomic-embed-text:latest"
 EMBED_MODEL = {"name": EMBED, "sizeGb": 0.3, "purpose": ["embedding"], "priority": 10, "maxConcurrent": 2,

@@ -21,7 +21,8 @@ from conftest import DEEPSEEK, GPTOSS, QWEN, TEST_CONFIG, VIBE, Reply, assert_no
 
 from ollama_agent_router.gpu import GpuUnavailable
 from ollama_agent_router.scheduler import acquire
-from ollama_agent_router.simulator.server import Fault, SimulatedGpu
+from ollama_agent_router.simulator.run import Fault
+from ollama_agent_router.simulator.server import SimulatedGpu
 from ollama_agent_router.snapshot import processor_text
 
 KONG_AUTH_FORMS = {

@@ -16,7 +16,7 @@ from access_support import access, api_key, secret
 from conftest import GPTOSS, QWEN, TEST_CONFIG, VIBE, make_config
 
 from ollama_agent_router.metrics import Counter, Histogram, Metrics, gauge, generation_rate
-from ollama_agent_router.simulator.server import Fault
+from ollama_agent_router.simulator.run import Fault
 
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')

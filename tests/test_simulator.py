@@ -8,141 +8,42 @@ import io
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from types import SimpleNamespace
-from typing import Any
 
 import httpx
 import ollama
 import openai
 import pytest
+from sim_support import (
+    CODER,
+    EMBED,
+    WEATHER_TOOL,
+    models,
+    oai,
+    read_chunk,
+    read_head,
+    request,
+    run,
+    running,
+    send,
+    until,
+)
 
 from ollama_agent_router.config.schema import ModelSpec
 from ollama_agent_router.log import Logger
+from ollama_agent_router.simulator.openai import ChatSseWriter
+from ollama_agent_router.simulator.plan import Reply, sample_arguments, split_tokens
+from ollama_agent_router.simulator.run import Fault, SimModel
 from ollama_agent_router.simulator.sched import MIB
-from ollama_agent_router.simulator.server import Fault, OllamaSimulator, SimModel, run_simulator
+from ollama_agent_router.simulator.server import OllamaSimulator, run_simulator
 from ollama_agent_router.simulator.wire import (
     BUSY,
-    ChatSseWriter,
     SimError,
     canonical_name,
     parse_go_duration,
     parse_keep_alive,
     rfc3339,
-    sample_arguments,
-    split_tokens,
 )
-
-CODER = "qwen2.5-coder:7b"
-EMBED = "nomic-embed-text"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "days": {"type": "integer"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-                "verbose": {"type": "boolean"},
-            },
-            "required": ["city", "days", "unit"],
-        },
-    },
-}
-
-
-def models() -> list[SimModel]:
-    return [
-        SimModel(CODER, 4.7, family="qwen2", parameter_size="7.6B"),
-        SimModel("llama3.2", 2.0, parameter_size="3.2B"),
-        SimModel(EMBED, 0.27, family="nomic-bert", capabilities=("embedding",)),
-        SimModel("qwq:32b", 19.0, family="qwen2", capabilities=("completion", "tools", "thinking")),
-    ]
-
-
-@asynccontextmanager
-async def running(model_list: list[SimModel] | None = None, **kw: Any) -> AsyncIterator[OllamaSimulator]:
-    sim = OllamaSimulator(models() if model_list is None else model_list, **kw)
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
-
-
-def oai(sim: OllamaSimulator) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=sim.url + "/v1", api_key="ollama", max_retries=0)
-
-
-async def until(cond: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
-
-
-# ---- a raw HTTP/1.1 client, for exact bytes and for hanging up mid-stream ---------------------------------------
-
-class Raw:
-    def __init__(self, status: int, headers: dict[str, str], body: bytes, complete: bool) -> None:
-        self.status, self.headers, self.body, self.complete = status, headers, body, complete
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def lines(self) -> list[Any]:
-        return [json.loads(line) for line in self.body.splitlines() if line.strip()]
-
-    def events(self) -> list[str]:
-        return [e[len("data: "):] for e in self.body.decode().split("\n\n") if e]
-
-
-async def send(sim: OllamaSimulator, method: str, path: str, body: Any = None) -> tuple[Any, Any]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
-    data = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
-    writer.write(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(data)}\r\n"
-                 f"Connection: close\r\n\r\n".encode() + data)
-    return reader, writer
-
-
-async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in head[1:] if line)}
-    return int(head[0].split()[1]), headers
-
-
-async def read_chunk(reader: asyncio.StreamReader) -> bytes | None:
-    """One chunk of a chunked body; None at the terminating chunk."""
-    size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
-    data = await reader.readexactly(size + 2)
-    return data[:-2] if size else None
-
-
-async def request(sim: OllamaSimulator, method: str, path: str, body: Any = None) -> Raw:
-    reader, writer = await send(sim, method, path, body)
-    try:
-        status, headers = await read_head(reader)
-        if headers.get("transfer-encoding") != "chunked":
-            data = await reader.readexactly(int(headers.get("content-length", "0"))) if method != "HEAD" else b""
-            return Raw(status, headers, data, True)
-        parts: list[bytes] = []
-        try:
-            while (chunk := await read_chunk(reader)) is not None:
-                parts.append(chunk)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return Raw(status, headers, b"".join(parts), False)
-        return Raw(status, headers, b"".join(parts), True)
-    finally:
-        writer.close()
-
-
-def run(coro: Any) -> None:
-    asyncio.run(coro)
-
 
 # ---- plain routes -----------------------------------------------------------------------------------------------
 
@@ -183,6 +84,8 @@ def test_tags_show_and_models_shapes() -> None:
                 assert err.value.status_code == 404 and err.value.error == "model 'nope:1b' not found"
             r = await request(sim, "POST", "/api/show", {})
             assert (r.status, r.json()) == (400, {"error": "model is required"})
+            r = await request(sim, "POST", "/api/show", {"name": "llama3.2"})  # the legacy key
+            assert r.status == 200 and r.json()["details"]["parameter_size"] == "3.2B"
             async with oai(sim) as client:
                 page = await client.models.list()
                 assert [m.id for m in page.data][:2] == [CODER, "llama3.2:latest"]
@@ -699,15 +602,18 @@ def test_set_down_and_back_up() -> None:
 def test_from_config_and_run_simulator() -> None:
     spec = {"max_concurrent": 1, "max_context": 32768, "timeout_ms": 1000}
     cfg = SimpleNamespace(
-        models=(ModelSpec(name="qwen2.5-coder:14b", size_gb=9.0, default_context=8192, **spec),
-                ModelSpec(name="bge-m3", size_gb=1.2, default_context=8192, purpose=("embeddings",), **spec)),
+        models=(ModelSpec(name="qwen2.5-coder:14b", size_gb=9.0, default_context=8192,
+                          purpose=("agentic_reasoning",), **spec),
+                ModelSpec(name="bge-m3", size_gb=1.2, default_context=8192, purpose=("embeddings",), **spec),
+                ModelSpec(name="gpt-oss:20b", size_gb=14, default_context=8192, tags=("reasoning",), **spec)),
         gpu=SimpleNamespace(vram_total_mb=0, name=None),
     )
     sim = OllamaSimulator.from_config(cfg, num_parallel=2)
     assert sim.gpu_total_mb == 24576 and sim.num_parallel == 2
     coder, embed = sim.models["qwen2.5-coder:14b"], sim.models["bge-m3:latest"]
     assert (coder.family, coder.parameter_size, coder.context_length) == ("qwen2", "14B", 8192)
-    assert embed.capabilities == ("embedding",)
+    assert coder.capabilities == ("completion", "tools") and embed.capabilities == ("embedding",)
+    assert sim.models["gpt-oss:20b"].capabilities == ("completion", "tools", "thinking")
 
     async def go() -> None:
         stream = io.StringIO()
@@ -716,7 +622,7 @@ def test_from_config_and_run_simulator() -> None:
         url = next(json.loads(line)["url"] for line in stream.getvalue().splitlines() if "simulator_listening" in line)
         reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
         writer.write(b"GET /api/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert b'{"version":"0.12.3"}' in await reader.read()
+        assert b'{"version":"0.33.0"}' in await reader.read()
         writer.close()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -761,5 +667,5 @@ def test_finish_reasons_per_flavour() -> None:
     for flavour, after_length in (("current", "length"), ("legacy", "tool_calls")):
         writer = ChatSseWriter("m", flavour, False, random.Random(1))
         writer.event("tool_calls", call)
-        final = json.loads(writer.finish("length", 1, 1)[0][len("data: "):])
+        final = json.loads(writer.finish(Reply([], done_reason="length"), {"eval_count": 1})[0][len("data: "):])
         assert final["choices"][0]["finish_reason"] == after_length

@@ -32,7 +32,7 @@ from conftest import Stack, chat_body
 from drillkit import TEST_CONFIG, wait_for
 
 from ollama_agent_router.log import Logger
-from ollama_agent_router.simulator.server import Fault
+from ollama_agent_router.simulator.run import Fault
 
 MODEL_TIMEOUT_MS = 1500
 SLOW_SIM = {"tokens_per_second": 50, "reply_tokens": 25}  # about 0.5 s a reply: time to break it mid-way

@@ -18,7 +18,7 @@ BUNDLED_PROFILE = "gex44.yaml"
 
 
 def bundled_config() -> Config:
-    """The example profile shipped inside the package (the models of examples/gex44.yaml)."""
+    """The profile shipped inside the package: examples/gex44.yaml plus an embedding model."""
     from ..config.parse import load_yaml, parse_config
 
     text = resources.files(PACKAGE).joinpath("data", BUNDLED_PROFILE).read_text(encoding="utf-8")

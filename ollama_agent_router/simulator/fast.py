@@ -41,7 +41,7 @@ class FastSimulator:
         self._static = {
             b"/api/ps": _reply("200 OK", b"application/json; charset=utf-8", b'{"models":[]}'),
             b"/api/tags": _reply("200 OK", b"application/json; charset=utf-8", dumps(tags)),
-            b"/api/version": _reply("200 OK", b"application/json; charset=utf-8", b'{"version":"0.12.3"}'),
+            b"/api/version": _reply("200 OK", b"application/json; charset=utf-8", b'{"version":"0.33.0"}'),
             b"/": _reply("200 OK", b"text/plain; charset=utf-8", b"Ollama is running"),
         }
 
