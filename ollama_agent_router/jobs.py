@@ -188,7 +188,7 @@ class JobManager:
             body = json.loads(job.request_json)
             body["stream"] = False  # a job's result is the whole completion
             call = Call(job.path, lambda m: forward_body(body, m), [job.selected_model], priority_name(job.priority),
-                        job.owner, None, None, failover=False)
+                        job.owner, None, None, failover=False, api="job")
             raw = await self.runner.complete(call, slot)
         except asyncio.CancelledError:
             return  # cancelled, or the router is stopping: whoever cancelled has set the status

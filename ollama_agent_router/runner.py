@@ -111,6 +111,7 @@ class Call:
     timeout_ms: int | None  # the client's execution budget; the model's timeoutMs caps it
     stream: StreamFormat | None = None  # relay the reply in this format (None: one JSON reply)
     failover: bool = True
+    api: str = "openai"  # the door it came in by: openai | ollama | kong | job
     plane: str = "standalone"  # metrics labels
     task: str | None = None
     log: dict[str, Any] = field(default_factory=dict)  # the access log line's fields

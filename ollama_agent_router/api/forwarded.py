@@ -36,8 +36,8 @@ def capable_model(cfg: Config, pinned: str | None, embedding: bool) -> tuple[str
     raise HttpError(404, f"No configured {kind} model{hint}", code="model_not_found")
 
 
-async def forwarded(runner: Runner, cfg: Config, req: Request, path: str, *,
-                    embedding: bool) -> Response | StreamResponse:
+async def forwarded(runner: Runner, cfg: Config, req: Request, path: str, *, embedding: bool,
+                    api: str) -> Response | StreamResponse:
     """Run an embedding or text-completion request on its capable model (no failover: there is no route)."""
     started = time.perf_counter()
     task = "embedding" if embedding else "completion"
@@ -52,7 +52,7 @@ async def forwarded(runner: Runner, cfg: Config, req: Request, path: str, *,
     stream = not embedding and body.get("stream") is True
     call = Call(path, lambda m: forward_body(body, m, default_stream=None if embedding else False), [model],
                 meta.priority, req.principal.user, meta.max_queue_time_ms, meta.max_execution_time_ms,
-                stream=OPENAI_SSE if stream else None, failover=False, plane=PLANE, task=task, log=req.log)
+                stream=OPENAI_SSE if stream else None, failover=False, api=api, plane=PLANE, task=task, log=req.log)
 
     def describe(ex: Exchange) -> dict[str, Any]:
         router: dict[str, Any] = {

@@ -167,7 +167,7 @@ class KongDoor:
         # No per-user quota: every client behind Kong shares its one key, and Kong limits its consumers itself.
         call = Call(self.cfg.ollama.open_ai_compatible_path, lambda m: forward_body(kc.request, m), [kc.model],
                     kc.priority, None, wait, meta.max_execution_time_ms, stream=OPENAI_SSE if stream else None,
-                    failover=False, plane=PLANE, task=kc.task_type, log=req.log)
+                    failover=False, api="kong", plane=PLANE, task=kc.task_type, log=req.log)
         return await self.runner.run(call, KongReply(self.node_id))
 
     async def create_job(self, req: Request, params: dict[str, str]) -> Response:

@@ -118,7 +118,7 @@ class OpenAIDoor:
 
     # ---- embeddings and text completions -----------------------------------------------------------
     async def embeddings(self, req: Request, params: dict[str, str]) -> Response | StreamResponse:
-        return await forwarded(self.runner, self.cfg, req, f"{self.v1}/embeddings", embedding=True)
+        return await forwarded(self.runner, self.cfg, req, f"{self.v1}/embeddings", embedding=True, api="openai")
 
     async def completions(self, req: Request, params: dict[str, str]) -> Response | StreamResponse:
-        return await forwarded(self.runner, self.cfg, req, f"{self.v1}/completions", embedding=False)
+        return await forwarded(self.runner, self.cfg, req, f"{self.v1}/completions", embedding=False, api="openai")
