@@ -20,6 +20,8 @@ MODES = ("auto", "sync", "async")
 
 
 class RouterMeta(NamedTuple):
+    """The request's routing options, defaults applied."""
+
     mode: str
     allow_async: bool
     task_type: str
@@ -27,10 +29,20 @@ class RouterMeta(NamedTuple):
     preferred_models: tuple[str, ...]
     forbidden_models: tuple[str, ...]
     max_queue_time_ms: int
-    max_execution_time_ms: int
+    max_execution_time_ms: int | None  # None: the model's timeoutMs
     require_gpu_only: bool
     explain: bool = False
     max_queue_time_explicit: bool = False
+    wait_when_busy: bool = False  # a plain client queues behind a busy model, as at Ollama, instead of a 503
+
+    @property
+    def can_go_async(self) -> bool:
+        return self.allow_async and self.mode != "sync"
+
+    def wait_ms(self, can_go_async: bool) -> int | None:
+        """How long to wait for a slot. An async-capable request waits ``syncMaxQueueTimeMs`` and then
+        becomes a job; any other waits as long as it asked, else (None) up to the model's timeout."""
+        return self.max_queue_time_ms if can_go_async or self.max_queue_time_explicit else None
 
 
 class ModelState(NamedTuple):
@@ -202,11 +214,15 @@ def _string_list(value: Any, name: str, lenient: bool) -> tuple[str, ...]:
     return tuple(value)
 
 
-def normalize_meta(raw: Any, cfg: Config, *, lenient: bool = False) -> RouterMeta:
+def normalize_meta(raw: Any, cfg: Config, *, lenient: bool = False, prefer_async: bool = False) -> RouterMeta:
     """The request's ``router`` object with the config defaults of spec §5.1 applied.
 
-    ``lenient`` (the Kong runtime plane) turns unknown priorities into the default instead of a 400.
+    A request with no ``router`` object that did not send ``Prefer: respond-async`` (``prefer_async``) is a
+    plain client: an SDK that reads a 202 job body as an empty completion. It never goes async (unless
+    ``router.asyncForPlainClients``) and waits behind a busy model as it would at Ollama. ``lenient`` (the
+    Kong runtime plane) turns unknown priorities into the default instead of a 400.
     """
+    plain = raw is None and not prefer_async
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -214,7 +230,7 @@ def normalize_meta(raw: Any, cfg: Config, *, lenient: bool = False) -> RouterMet
     mode = raw.get("mode", cfg.router.default_mode)
     if mode not in MODES:
         raise _bad("router.mode must be one of auto, sync, async")
-    allow_async = raw.get("allowAsync", True)
+    allow_async = raw.get("allowAsync", cfg.router.async_for_plain_clients if plain else True)
     if not isinstance(allow_async, bool):
         raise _bad("router.allowAsync must be a boolean")
     task_type = raw.get("taskType", "auto")
@@ -228,8 +244,8 @@ def normalize_meta(raw: Any, cfg: Config, *, lenient: bool = False) -> RouterMet
     max_queue = raw.get("maxQueueTimeMs")
     if max_queue is not None and (not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 0):
         raise _bad("router.maxQueueTimeMs must be an integer >= 0")
-    max_exec = raw.get("maxExecutionTimeMs", cfg.queue.timeout_ms)
-    if not isinstance(max_exec, int) or isinstance(max_exec, bool) or max_exec <= 0:
+    max_exec = raw.get("maxExecutionTimeMs")
+    if max_exec is not None and (not isinstance(max_exec, int) or isinstance(max_exec, bool) or max_exec <= 0):
         raise _bad("router.maxExecutionTimeMs must be an integer > 0")
     gpu_only = raw.get("requireGpuOnly", cfg.gpu.require_gpu_only_by_default)
     if not isinstance(gpu_only, bool):
@@ -249,6 +265,7 @@ def normalize_meta(raw: Any, cfg: Config, *, lenient: bool = False) -> RouterMet
         require_gpu_only=gpu_only,
         explain=explain,
         max_queue_time_explicit=max_queue is not None,
+        wait_when_busy=plain and not allow_async,
     )
 
 
@@ -364,27 +381,20 @@ def decide(meta: RouterMeta, task_type: str, complexity: str, table: RoutingTabl
         available.sort(key=lambda c: c.name != pinned)
     ranked = tuple(available)
     blocked_t = tuple(blocked)
-    cand_t = names
     top = ranked[0] if ranked else None
     busy = [c for c in blocked if c.blocked == "busy"]
 
     def make(action: str, c: Candidate | None, reason: str, heavy: bool = False) -> Decision:
-        return Decision(action, c.name if c else None, reason, c.score if c else 0.0, cand_t, ranked, blocked_t, heavy)
+        return Decision(action, c.name if c else None, reason, c.score if c else 0.0, names, ranked, blocked_t, heavy)
 
     if meta.mode == "async":
         target = top or (busy[0] if busy else None)
         if target is not None:
             return make("async", target, "Request explicitly requested async mode")
     else:
-        if preferred_index or pinned is not None:
-            firsts = set(preferred_index) | ({pinned} if pinned else set())
-            preferred_busy = next((c for c in busy if c.name in firsts), None)
-        else:
-            preferred_busy = busy[0] if busy and busy[0].name == names[0] else None
-        gpu_free = view.gpu_free_mb
-        gpu_heavy = gpu_free is not None and gpu_free < table.cfg.router.heavy_load_gpu_free_mb_threshold
-        heavy = view.total_waiting >= table.cfg.router.heavy_load_queue_depth or gpu_heavy
-        if meta.mode != "sync" and meta.allow_async and (heavy or preferred_busy is not None):
+        heavy = _heavy_load(table, view)
+        preferred_busy = _preferred_busy(busy, names, set(preferred_index) | ({pinned} if pinned else set()))
+        if meta.can_go_async and (heavy or preferred_busy is not None):
             target = preferred_busy or top
             if target is not None:
                 reason = ("Preferred model is busy; accepted for async processing" if preferred_busy is not None
@@ -392,7 +402,23 @@ def decide(meta: RouterMeta, task_type: str, complexity: str, table: RoutingTabl
                 return make("async", target, reason, heavy)
         if top is not None:
             return make("sync", top, f"Selected {top.name} for {task_type} with score {score_text(top.score)}", heavy)
-        if busy and meta.allow_async and meta.mode != "sync":
+        if busy and meta.can_go_async:
             return make("async", busy[0], "Selected model is busy; accepted for async processing", heavy)
+        if busy and meta.wait_when_busy:
+            return make("sync", busy[0], f"Every candidate is busy; waiting in {busy[0].name}'s queue", heavy)
     reason = "; ".join(f"{c.name}: {c.blocked}" for c in blocked) or "No model available"
-    return Decision("reject", None, reason, 0.0, cand_t, ranked, blocked_t, status=503)
+    return Decision("reject", None, reason, 0.0, names, ranked, blocked_t, status=503)
+
+
+def _heavy_load(table: RoutingTable, view: RuntimeView) -> bool:
+    """Spec §5.6 step 3: requests waiting anywhere at the threshold, or free VRAM under its threshold."""
+    gpu_free = view.gpu_free_mb
+    gpu_heavy = gpu_free is not None and gpu_free < table.cfg.router.heavy_load_gpu_free_mb_threshold
+    return view.total_waiting >= table.cfg.router.heavy_load_queue_depth or gpu_heavy
+
+
+def _preferred_busy(busy: list[Candidate], names: tuple[str, ...], firsts: set[str]) -> Candidate | None:
+    """The busy model the request preferred (or pinned), else the first candidate when it is busy."""
+    if firsts:
+        return next((c for c in busy if c.name in firsts), None)
+    return busy[0] if busy and busy[0].name == names[0] else None

@@ -107,8 +107,8 @@ class Call:
     models: Sequence[str]  # the chosen model first, then the failover order
     priority: str
     user: str | None  # whom the per-user queue limit counts against (None: nobody)
-    max_wait_ms: int | None  # the longest wait for a slot (None: as long as it takes)
-    timeout_ms: int | None  # the client's execution budget; the model's timeoutMs caps it
+    max_wait_ms: int | None  # the longest wait for a slot (None: up to the model's timeoutMs)
+    timeout_ms: int | None  # the client's execution budget (None: the model's timeoutMs, which also caps it)
     stream: StreamFormat | None = None  # relay the reply in this format (None: one JSON reply)
     failover: bool = True
     api: str = "openai"  # the door it came in by: openai | ollama | kong | job
@@ -207,7 +207,7 @@ class Runner:
             except WaitTimeout:
                 if on_queue_timeout is not None:
                     return on_queue_timeout()
-                raise queue_timeout(call.models[0], call.max_wait_ms) from None
+                raise queue_timeout(call.models[0], self._wait_ms(call, call.models[0])) from None
             call.log["model"] = ex.model
             if call.stream is not None and ex.response.status < 400:
                 return self._relay(call, ex, render, started)
@@ -259,7 +259,7 @@ class Runner:
         for i, model in enumerate(tries):
             has_next = i + 1 < len(tries)
             if slot is None or i > 0:
-                wait = None if call.max_wait_ms is None else call.max_wait_ms / 1000
+                wait = self._wait_ms(call, model) / 1000
                 slot = await acquire(self.scheduler, model, call.priority, user=call.user, max_wait=wait)
             started = time.perf_counter()
             try:
@@ -291,12 +291,19 @@ class Runner:
             last.extra = {**(last.extra or {}), "attempts": [a.to_json() for a in attempts]}
         raise last
 
+    def _wait_ms(self, call: Call, model: str) -> int:
+        return self.table.models[model].timeout_ms if call.max_wait_ms is None else call.max_wait_ms
+
     async def _send(self, call: Call, model: str) -> UpstreamResponse:
+        """Send to ``model``. The whole exchange is bounded by the model's ``timeoutMs`` (or the client's
+        shorter budget). Only a stream has a first-byte deadline, its time to the first token: a JSON reply's
+        first byte comes when generation ends, so that wait is the whole generation."""
         limit = self.table.models[model].timeout_ms
         if call.timeout_ms is not None:
             limit = min(limit, call.timeout_ms)
+        first_byte = self.cfg.ollama.first_byte_timeout_ms / 1000 if call.stream is not None else None
         return await self.client.request("POST", call.path, call.body_for(model), timeout=limit / 1000,
-                                         first_byte_timeout=self.cfg.ollama.first_byte_timeout_ms / 1000)
+                                         first_byte_timeout=first_byte)
 
     def _after(self, model: str, outcome: str, status: int, has_next: bool) -> bool:
         """Apply the failover decision's effects; True when the next model should be tried."""

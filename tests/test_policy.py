@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import pytest
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, chat_body, make_config, wait_for
 
 from ollama_agent_router.routing import ModelState, RoutingTable, RuntimeView, decide, normalize_meta
@@ -67,9 +71,11 @@ def test_heavy_load_switches_requests_to_jobs(stack_factory):
         r = stack.request("POST", "/v1/chat/completions", chat_body("Plan it", taskType="agentic_reasoning"))
         assert r.status == 202 and r.json()["router"]["preferredModel"] == GPTOSS
     assert stack.run(lambda: stack.app.scheduler.total_waiting) == 2
-    r = stack.request("POST", "/v1/chat/completions", chat_body("Hello there"))
+    r = stack.request("POST", "/v1/chat/completions", chat_body("Hello there", allowAsync=True))
     assert r.status == 202 and r.json()["router"]["decisionReason"] == "Heavy load detected"
     assert stack.request("POST", "/v1/chat/completions", chat_body("Hello there", allowAsync=False)).status == 200
+    # A plain client (no router object, no Prefer: respond-async) never gets a 202, heavy load or not.
+    assert stack.request("POST", "/v1/chat/completions", chat_body("Hello there")).status == 200
     stack.run(slot.release)
     wait_for(lambda: stack.run(lambda: stack.app.jobs.summary()["succeededRetained"]) == 3)
 
@@ -91,9 +97,24 @@ def test_a_sync_request_that_would_wait_too_long_without_async_is_503(stack_fact
     stack = stack_factory({"router": {"syncMaxQueueTimeMs": 80}})
     slot = hold(stack, DEEPSEEK)
     for router in ({"allowAsync": False}, {"mode": "sync"}):
-        body = chat_body("Review this TypeScript code ```const x = 1```", preferredModels=[DEEPSEEK], **router)
+        body = chat_body("Review this TypeScript code ```const x = 1```", preferredModels=[DEEPSEEK],
+                         maxQueueTimeMs=80, **router)
         r = stack.request("POST", "/v1/chat/completions", body)
         assert r.status == 503 and r.headers["retry-after"] == "1"
         assert r.json()["error"]["code"] == "queue_timeout" and "80 ms" in r.json()["error"]["message"]
     assert stack.run(lambda: stack.app.scheduler.counts(DEEPSEEK)) == (0, 1)
     stack.run(slot.release)
+
+
+def test_sync_max_queue_time_does_not_cut_off_a_request_that_cannot_go_async(stack_factory):
+    # syncMaxQueueTimeMs is when an async-capable request becomes a job; one that cannot go async waits on.
+    stack = stack_factory({"router": {"syncMaxQueueTimeMs": 50}})
+    slot = hold(stack, DEEPSEEK)
+    body = chat_body("Review this TypeScript code ```const x = 1```", preferredModels=[DEEPSEEK], allowAsync=False)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(stack.request, "POST", "/v1/chat/completions", body)
+        wait_for(lambda: stack.run(lambda: stack.app.scheduler.counts(DEEPSEEK)) == (1, 1))
+        with pytest.raises(FutureTimeout):  # still waiting well past syncMaxQueueTimeMs
+            future.result(0.3)
+        stack.run(slot.release)
+        assert future.result(10).status == 200

@@ -182,5 +182,11 @@ def test_lenient_meta_for_kong():
 
 
 def test_defaults_from_config():
-    m = normalize_meta(None, CFG)
+    m = normalize_meta({}, CFG)
     assert (m.mode, m.allow_async, m.priority, m.max_queue_time_ms) == ("auto", True, "normal", 5000)
+    assert m.max_execution_time_ms is None and not m.wait_when_busy  # the model's timeoutMs bounds the run
+    plain = normalize_meta(None, CFG)  # no router object: a plain client
+    assert (plain.allow_async, plain.wait_when_busy) == (False, True)
+    assert normalize_meta(None, CFG, prefer_async=True).allow_async  # Prefer: respond-async opts in
+    relaxed = make_config({"router": {"asyncForPlainClients": True}})
+    assert normalize_meta(None, relaxed).allow_async and not normalize_meta(None, relaxed).wait_when_busy

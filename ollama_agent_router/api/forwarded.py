@@ -51,7 +51,7 @@ async def forwarded(runner: Runner, cfg: Config, req: Request, path: str, *, emb
         raise
     stream = not embedding and body.get("stream") is True
     call = Call(path, lambda m: forward_body(body, m, default_stream=None if embedding else False), [model],
-                meta.priority, req.principal.user, meta.max_queue_time_ms, meta.max_execution_time_ms,
+                meta.priority, req.principal.user, meta.wait_ms(False), meta.max_execution_time_ms,
                 stream=OPENAI_SSE if stream else None, failover=False, api=api, plane=PLANE, task=task, log=req.log)
 
     def describe(ex: Exchange) -> dict[str, Any]:

@@ -161,7 +161,7 @@ class KongDoor:
         started = time.perf_counter()
         kc = await self._parse(req, "sync", started)
         meta = kc.meta
-        # Kong already judged the queue when it chose sync; without an explicit bound, waiting may use the run's budget.
+        # Kong already judged the queue when it chose sync: without an explicit bound it waits as long as it may run.
         wait = meta.max_queue_time_ms if meta.max_queue_time_explicit else meta.max_execution_time_ms
         stream = kc.request.get("stream") is True
         # No per-user quota: every client behind Kong shares its one key, and Kong limits its consumers itself.
@@ -181,6 +181,6 @@ class KongDoor:
         req.log.update(mode="async", jobId=job.id)
         self.runner.count(PLANE, kc.task_type, kc.model, "async", 202, started)
         location = f"{self.cfg.server.base_path.rstrip('/')}/v1/jobs/{job.id}"
-        body = {"id": job.id, "status": job.status, "position": position, "nodeId": self.node_id,
+        body = {"id": job.id, "status": "queued", "position": position, "nodeId": self.node_id,
                 "selectedModel": kc.model}
         return json_response(202, body, [("Location", location)])

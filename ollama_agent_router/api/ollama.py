@@ -134,7 +134,7 @@ class OllamaDoor:
             raise
         stream = body.get("stream", True)  # Ollama's native APIs stream unless told otherwise
         call = Call(f"{self.native}/{api}", lambda m: forward_body(body, m, default_stream=None), routed.models(),
-                    meta.priority, req.principal.user, meta.max_queue_time_ms, meta.max_execution_time_ms,
+                    meta.priority, req.principal.user, meta.wait_ms(False), meta.max_execution_time_ms,
                     stream=OLLAMA_NDJSON if stream else None, api="ollama", plane=PLANE, task=task, log=req.log)
         return await self.runner.run(call, routed_reply(routed, comment=False))
 

@@ -18,7 +18,8 @@ from .forwarded import forwarded
 from .render import routed_reply
 from .table import Route
 
-ASYNC_MESSAGE = "Heavy load. Job accepted for asynchronous processing."
+REQUESTED = "Request explicitly requested async mode"
+PREFER_ASYNC = "respond-async"  # RFC 7240
 AUTO = "auto"
 PLANE = "standalone"
 
@@ -32,6 +33,12 @@ def owned_by(name: str) -> str:
 def model_entry(name: str, created: int) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created,
             "owned_by": "ollama-agent-router" if name == AUTO else owned_by(name)}
+
+
+def prefers_async(req: Request) -> bool:
+    """``Prefer: respond-async`` (RFC 7240 §4.1): the client can take a 202 and fetch the result later."""
+    prefer = req.headers.get("prefer")
+    return prefer is not None and PREFER_ASYNC in (p.strip().lower() for p in prefer.split(","))
 
 
 class OpenAIDoor:
@@ -60,7 +67,7 @@ class OpenAIDoor:
         try:
             body = validate_chat_body(await read_json(req))
             stream = body.get("stream") is True
-            meta = normalize_meta(body.get("router"), self.cfg)
+            meta = normalize_meta(body.get("router"), self.cfg, prefer_async=prefers_async(req))
             if stream:
                 if meta.mode == "async":
                     raise HttpError(400, "stream: true cannot be combined with router.mode async",
@@ -77,11 +84,12 @@ class OpenAIDoor:
             raise HttpError(503, decision.reason, code="no_model_available", headers=[("Retry-After", "5")])
         if decision.action == "async":
             return self.accept(req, routed, decision.model or "", decision.reason)
+        can_go_async = meta.can_go_async and not stream
         call = Call(self.cfg.ollama.open_ai_compatible_path, lambda m: forward_body(body, m), routed.models(),
-                    meta.priority, req.principal.user, meta.max_queue_time_ms, meta.max_execution_time_ms,
+                    meta.priority, req.principal.user, meta.wait_ms(can_go_async), meta.max_execution_time_ms,
                     stream=OPENAI_SSE if stream else None, plane=plane, task=task, log=req.log)
         fallback = None
-        if not stream and meta.allow_async and meta.mode != "sync":
+        if can_go_async:
             reason = f"Queue wait would exceed {meta.max_queue_time_ms} ms; accepted for async processing"
             fallback = lambda: self.accept(req, routed, routed.models()[0], reason)  # noqa: E731
         return await self.runner.run(call, routed_reply(routed), fallback)
@@ -93,17 +101,21 @@ class OpenAIDoor:
         job, position = self.jobs.submit(routed.body, model, cls.task_type, routed.meta.priority,
                                          req.principal.user, candidates=routed.decision.failover_order())
         req.log.update(model=model, mode="async", jobId=job.id)
+        requested = reason == REQUESTED or (prefers_async(req) and routed.meta.mode != "sync")
         body = {
             "id": job.id,
             "object": "router.job",
-            "status": job.status,
-            "message": ASYNC_MESSAGE,
+            "status": "queued",  # the state it was accepted in, even if it has started since
+            "message": "Job accepted for asynchronous processing, as requested." if requested
+            else "Heavy load. Job accepted for asynchronous processing.",
             "router": {"mode": "async", "taskType": cls.task_type, "preferredModel": model, "position": position,
                        "estimatedClass": cls.complexity, "decisionReason": reason},
         }
         self.runner.count(req.principal.plane or PLANE, cls.task_type, model, "async", 202, started)
-        location = f"{self.cfg.server.base_path.rstrip('/')}/v1/jobs/{job.id}"
-        return json_response(202, body, [("Location", location)])
+        headers = [("Location", f"{self.cfg.server.base_path.rstrip('/')}/v1/jobs/{job.id}")]
+        if prefers_async(req):
+            headers.append(("Preference-Applied", PREFER_ASYNC))
+        return json_response(202, body, headers)
 
     # ---- models ------------------------------------------------------------------------------------
     async def list_models(self, req: Request, params: dict[str, str]) -> Response:

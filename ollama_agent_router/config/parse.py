@@ -418,6 +418,7 @@ def _router(s: Section) -> RouterConfig:
         heavy_load_gpu_free_mb_threshold=s.integer("heavyLoadGpuFreeMbThreshold", ge=0),
         default_task_type=s.text("defaultTaskType", None),
         unknown_model=s.choice("unknownModel", ("route", "reject"), None),
+        async_for_plain_clients=s.boolean("asyncForPlainClients", None),
         classification=classification,
         failover=s.build(
             FailoverConfig,

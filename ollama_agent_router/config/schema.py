@@ -114,6 +114,9 @@ class RouterConfig:
     default_task_type: str = "unknown"
     unknown_model: str = "route"  # route | reject: what a client `model` naming no configured model does
     failover: FailoverConfig = FailoverConfig()
+    # A request with no `router` object and no `Prefer: respond-async` (a plain SDK client) never gets a 202:
+    # SDKs read a job body as an empty completion. True restores the TypeScript router's behaviour.
+    async_for_plain_clients: bool = False
 
 
 @dataclass(frozen=True)
