@@ -73,7 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="command", parser_class=_Parser, prog="ollama-agent-router")
     config_opt = argparse.ArgumentParser(add_help=False)
     config_opt.add_argument("-c", "--config", metavar="PATH", default=argparse.SUPPRESS, help="config file path")
+    _add_server_commands(sub, config_opt)
+    _add_setup_commands(sub, config_opt)
+    _add_client_commands(sub)
+    _add_key_commands(sub)
+    help_ = sub.add_parser("help", help="show help for a command")
+    help_.add_argument("topic", nargs="?", metavar="command")
+    p.set_defaults(subparsers=sub)
+    return p
 
+
+def _add_server_commands(sub: Any, config_opt: argparse.ArgumentParser) -> None:
     serve = sub.add_parser("serve", parents=[config_opt], help="run the router")
     serve.add_argument("--simulate", action="store_true",
                        help="start the embedded Ollama simulator and route to it (no Ollama or GPU needed)")
@@ -87,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--fast", action="store_true",
                      help="zero-delay replies and no scheduling, for measuring a router's overhead")
 
+
+def _add_setup_commands(sub: Any, config_opt: argparse.ArgumentParser) -> None:
     init = sub.add_parser("init", help="write a starter config")
     init.add_argument("-o", "--output", default="./ollama-agent-router.yaml", help="where to write it")
     init.add_argument("--wizard", action="store_true", help="ask questions instead (like configure)")
@@ -105,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("validate-config", parents=[config_opt],
                    help="check a config (and its managed access file) without writing anything")
 
+
+def _add_client_commands(sub: Any) -> None:
     client = _add_client_options(argparse.ArgumentParser(add_help=False), False)
     for name, text in (("status", "router status"), ("models", "configured, installed and loaded models"),
                        ("gpu", "GPU snapshot"), ("jobs", "recent async jobs")):
@@ -117,17 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--task-type", help="give the task type instead of letting the router classify")
     route.add_argument("--priority", choices=("low", "normal", "high"))
 
+
+def _add_key_commands(sub: Any) -> None:
     gen = sub.add_parser("gen-key", help="generate an API key and its hash for the config")
     gen.add_argument("--scheme", default="sha256", help="hash scheme: sha256 (default), pbkdf2-sha256 or scrypt")
     gen.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print {key, keyHash}")
     hk = sub.add_parser("hash-key", help="hash an API key for the config (reads it from stdin without an argument)")
     hk.add_argument("key", nargs="?", help="the key; omit it to keep it out of the shell history")
     hk.add_argument("--scheme", default="sha256", help="hash scheme: sha256 (default), pbkdf2-sha256 or scrypt")
-
-    help_ = sub.add_parser("help", help="show help for a command")
-    help_.add_argument("topic", nargs="?", metavar="command")
-    p.set_defaults(subparsers=sub)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,7 +186,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if command in ("init", "configure"):
         return _configure(args)
     if command == "validate-config":
-        from .config.parse import find_config, load_config_file
+        from .config.files import find_config, load_config_file
 
         path = find_config(args.config)
         load_config_file(path, bootstrap=False)

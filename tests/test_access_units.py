@@ -37,6 +37,7 @@ from ollama_agent_router.access.netaddr import (
 )
 from ollama_agent_router.access.tlsauth import CertPolicy, PeerCert, parse_subject_pattern
 from ollama_agent_router.config import parse as cfgmod
+from ollama_agent_router.config.reader import ConfigError
 from ollama_agent_router.config.schema import ApiKey, ManagedAccess
 from ollama_agent_router.errors import HttpError
 from ollama_agent_router.log import Logger
@@ -232,7 +233,7 @@ def test_changed_keys():
 
 def test_bad_subject_pattern_fails_at_boot(tmp_path):
     override = access(path=str(tmp_path / "a.yaml"), admin={"clientCert": {"allowedSubjects": ["kong"]}})
-    with pytest.raises(cfgmod.ConfigError, match="allowedSubjects"):
+    with pytest.raises(ConfigError, match="allowedSubjects"):
         AccessControl(make_config(override))
 
 
@@ -279,7 +280,7 @@ def test_store_bootstraps_with_mode_0600_and_quoted_timestamps(tmp_path):
 
 
 def test_store_without_bootstrap_needs_the_file(tmp_path):
-    with pytest.raises(cfgmod.ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="not found"):
         store(tmp_path, bootstrap=False)
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ollama_agent_router.config import files
 from ollama_agent_router.config import parse as cfg
-from ollama_agent_router.config.parse import ConfigError
+from ollama_agent_router.config.access import managed_to_json
+from ollama_agent_router.config.reader import ConfigError, load_yaml
 from ollama_agent_router.config.schema import ApiKey, ManagedAccess, PlaneAuth, PlaneConfig, TrafficLimit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +84,7 @@ def write(path: Path, data) -> Path:
 
 
 def test_gex44_parses_with_gpt_oss_exclusive():
-    config = cfg.load_config_file(str(EXAMPLE))
+    config = files.load_config_file(str(EXAMPLE))
     gpt = config.model("gpt-oss:20b")
     assert gpt is not None and gpt.exclusive is True and gpt.allow_when_busy is False
     assert gpt.size_gb == 14 and isinstance(gpt.size_gb, int)
@@ -96,7 +98,7 @@ def test_gex44_parses_with_gpt_oss_exclusive():
 
 def test_packaged_profile_is_the_example():
     assert PACKAGED.read_bytes() == EXAMPLE.read_bytes()
-    assert cfg.load_config_file(str(PACKAGED)).models == cfg.load_config_file(str(EXAMPLE)).models
+    assert files.load_config_file(str(PACKAGED)).models == files.load_config_file(str(EXAMPLE)).models
 
 
 def test_route_to_missing_model_is_rejected():
@@ -125,7 +127,7 @@ def test_missing_managed_file_is_bootstrapped(tmp_path):
     inline = {"planes": {"runtimeAgent": {"enabled": False}}}
     data["access"] = {"managedConfigPath": "access.yaml", "managed": inline}
     path = write(tmp_path / "config.yaml", data)
-    config = cfg.load_config_file(str(path))
+    config = files.load_config_file(str(path))
     managed = tmp_path / "access.yaml"
     assert config.access.managed_config_path == str(managed)
     assert "standalone:" in managed.read_text()
@@ -202,7 +204,7 @@ def test_base_path_normalisation(raw, normal):
 
 
 def test_yaml_1_1_traps_read_as_1_2():
-    data = cfg.load_yaml(
+    data = load_yaml(
         "a: yes\nb: on\nc: 1:30\nd: 017\ne: 2001-12-14\nf: 0o17\ng: [qwen2.5-coder:7b, gpt-oss:20b]\n"
         "h: True\ni: ~\nj: 0x1F\nk: 1e3\nl: n\nm: 2026-11-27T09:33:00.230Z\n"
     )
@@ -226,9 +228,9 @@ def test_yaml_1_1_traps_read_as_1_2():
 
 def test_yaml_errors_carry_file_and_line():
     with pytest.raises(ConfigError, match=r"^/x\.yaml:3: invalid YAML"):
-        cfg.load_yaml("a: 1\nb: [1,\nc: : :\n", source="/x.yaml")
+        load_yaml("a: 1\nb: [1,\nc: : :\n", source="/x.yaml")
     with pytest.raises(ConfigError, match=r"^/x\.yaml:3: invalid YAML: duplicate key 'a'"):
-        cfg.load_yaml("a: 1\nb: 2\na: 3\n", source="/x.yaml")
+        load_yaml("a: 1\nb: 2\na: 3\n", source="/x.yaml")
 
 
 def test_yes_is_not_a_boolean_in_the_config():
@@ -247,7 +249,7 @@ def test_errors_name_file_line_and_path(tmp_path):
     text = path.read_text()
     line = next(i for i, s in enumerate(text.splitlines(), 1) if "sizeGb: 0" in s)
     with pytest.raises(ConfigError) as info:
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
     assert info.value.errors == [f"{path}:{line}: models[2].sizeGb: must be a number > 0, got 0"]
     assert str(info.value) == info.value.errors[0]
 
@@ -523,13 +525,13 @@ def test_dump_round_trips_and_quotes_updated_at():
     assert "null" not in text and "None" not in text
     assert [line.split(":")[0] for line in text.splitlines() if not line.startswith((" ", "-"))] == [
         "version", "planes", "apiKeys", "updatedAt"]
-    assert cfg.parse_managed_access(cfg.load_yaml(text)) == m
+    assert cfg.parse_managed_access(load_yaml(text)) == m
     assert cfg.parse_managed_access(yaml.safe_load(text)) == m  # a YAML 1.1 reader sees the same
     assert cfg.dump_managed_access(ManagedAccess()).splitlines()[-1] == "apiKeys: []"
 
 
 def test_managed_to_json_shape():
-    out = cfg.managed_to_json(sample_managed())
+    out = managed_to_json(sample_managed())
     assert list(out) == ["version", "planes", "apiKeys", "updatedAt"]
     assert out["planes"]["runtimeAgent"] == {
         "enabled": True,
@@ -548,7 +550,7 @@ def test_existing_managed_file_replaces_inline_policy(tmp_path):
     # As the original writes it: updatedAt unquoted.
     original = "version: 3\nplanes: {}\napiKeys: []\nupdatedAt: 2026-11-27T09:33:00.230Z\n"
     write(tmp_path / "state" / "access.yaml", original)
-    managed = cfg.load_config_file(str(path)).access.managed
+    managed = files.load_config_file(str(path)).access.managed
     assert (managed.version, managed.updated_at) == (3, "2026-11-27T09:33:00.230Z")
 
 
@@ -561,10 +563,10 @@ def test_bad_managed_file_names_its_path_and_line(tmp_path):
     for bootstrap in (True, False):
         expected = rf"^{re.escape(str(managed))}:4: apiKeys\[0\]\.keyHash: keyHash must use"
         with pytest.raises(ConfigError, match=expected):
-            cfg.load_config_file(str(path), bootstrap=bootstrap)
+            files.load_config_file(str(path), bootstrap=bootstrap)
     write(managed, "")
     with pytest.raises(ConfigError, match="must be a mapping, got null"):
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
 
 
 def test_validation_without_bootstrap_writes_nothing(tmp_path):
@@ -572,7 +574,7 @@ def test_validation_without_bootstrap_writes_nothing(tmp_path):
     data["access"] = {"managedConfigPath": "state/access.yaml"}
     path = write(tmp_path / "config.yaml", data)
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    config = cfg.load_config(str(path), bootstrap=False)
+    config = files.load_config(str(path), bootstrap=False)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert config.access.managed == ManagedAccess()
 
@@ -582,7 +584,7 @@ def test_missing_managed_file_without_bootstrap_is_an_error(tmp_path):
     data["access"] = {"managedConfigPath": "access.yaml", "bootstrapIfMissing": False}
     path = write(tmp_path / "config.yaml", data)
     with pytest.raises(ConfigError, match=re.escape(f"Managed access file not found: {tmp_path / 'access.yaml'}")):
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
 
 
 def test_bootstrap_failure_is_a_config_error(tmp_path, monkeypatch):
@@ -593,14 +595,14 @@ def test_bootstrap_failure_is_a_config_error(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(cfg, "atomic_write_text", read_only)
+    monkeypatch.setattr(files, "atomic_write_text", read_only)
     with pytest.raises(ConfigError, match="Cannot create the managed access file .*: Read-only file system"):
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
     blocker = write(tmp_path / "file", "x")
     data["access"] = {"managedConfigPath": str(blocker / "access.yaml")}
     write(path, data)
     with pytest.raises(ConfigError, match="access.yaml: cannot read: Not a directory"):
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
 
 
 def test_unwritable_managed_directory_fails_at_boot_only_with_admin(tmp_path, monkeypatch):
@@ -608,11 +610,11 @@ def test_unwritable_managed_directory_fails_at_boot_only_with_admin(tmp_path, mo
     data["access"]["managedConfigPath"] = "state/access.yaml"
     path = write(tmp_path / "config.yaml", data)
     write(tmp_path / "state" / "access.yaml", "version: 2\n")
-    assert cfg.load_config_file(str(path)).access.managed.version == 2
-    monkeypatch.setattr(cfg.os, "access", lambda *args, **kwargs: False)
-    assert cfg.load_config_file(str(path), bootstrap=False).access.managed.version == 2
+    assert files.load_config_file(str(path)).access.managed.version == 2
+    monkeypatch.setattr(files.os, "access", lambda *args, **kwargs: False)
+    assert files.load_config_file(str(path), bootstrap=False).access.managed.version == 2
     with pytest.raises(ConfigError, match=r"the directory .*/state is not writable"):
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
 
 
 # --- Lookup ------------------------------------------------------------------------------------------
@@ -631,34 +633,34 @@ def places(tmp_path, monkeypatch):
 
 def test_lookup_order(places):
     cwd, home = places
-    assert cfg.lookup_paths(None) == [
+    assert files.lookup_paths(None) == [
         str(cwd / "ollama-agent-router.yaml"),
         str(home / ".config" / "ollama-agent-router" / "config.yaml"),
         "/etc/ollama-agent-router/config.yaml",
     ]
-    assert cfg.lookup_paths("x.yaml") == [str(cwd / "x.yaml")]
+    assert files.lookup_paths("x.yaml") == [str(cwd / "x.yaml")]
     home_file = write(home / ".config" / "ollama-agent-router" / "config.yaml", base())
     if not os.path.exists("/etc/ollama-agent-router/config.yaml"):
-        assert cfg.find_config(None) == str(home_file)
+        assert files.find_config(None) == str(home_file)
     local = write(cwd / "ollama-agent-router.yaml", base())
-    assert cfg.find_config(None) == str(local)
-    assert cfg.load_config().path == str(local)
+    assert files.find_config(None) == str(local)
+    assert files.load_config().path == str(local)
 
 
 def test_explicit_missing_config_never_falls_back(places):
     cwd, _ = places
     write(cwd / "ollama-agent-router.yaml", base())
     with pytest.raises(ConfigError, match=re.escape(f"Config file not found: {cwd / 'missing.yaml'}")):
-        cfg.load_config("missing.yaml")
+        files.load_config("missing.yaml")
     with pytest.raises(ConfigError, match="Config file not found"):
-        cfg.load_config_file(str(cwd / "missing.yaml"))
+        files.load_config_file(str(cwd / "missing.yaml"))
 
 
 @pytest.mark.skipif(os.path.exists("/etc/ollama-agent-router/config.yaml"), reason="a system config exists")
 def test_no_config_found(places):
     with pytest.raises(ConfigError) as info:
-        cfg.find_config(None)
-    assert str(info.value) == "No config file found. Tried: " + ", ".join(cfg.lookup_paths(None))
+        files.find_config(None)
+    assert str(info.value) == "No config file found. Tried: " + ", ".join(files.lookup_paths(None))
 
 
 def test_relative_paths_resolve_against_the_config_directory(tmp_path):
@@ -666,7 +668,7 @@ def test_relative_paths_resolve_against_the_config_directory(tmp_path):
     data["jobs"].update(store="sqlite", sqlitePath="db/jobs.sqlite")
     data["access"] = {"managedConfigPath": "../state/access.yaml", "admin": {"auditLogPath": "audit.jsonl"}}
     path = write(tmp_path / "etc" / "config.yaml", data)
-    config = cfg.load_config_file(str(path))
+    config = files.load_config_file(str(path))
     assert config.jobs.sqlite_path == str(tmp_path / "etc" / "db" / "jobs.sqlite")
     assert config.access.managed_config_path == str(tmp_path / "state" / "access.yaml")
     assert config.access.admin.audit_log_path == str(tmp_path / "etc" / "audit.jsonl")

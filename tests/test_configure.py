@@ -12,20 +12,7 @@ from conftest import QWEN, VIBE, chat_body
 from test_cli import Served, cli_env, post_json, run_cli
 
 from ollama_agent_router.access.keys import hash_key
-from ollama_agent_router.commands.configure import (
-    NO_MODELS,
-    ConfigureError,
-    Options,
-    Prompter,
-    access_section,
-    configure,
-    generate,
-    infer_role,
-    load_answers,
-    render_detection,
-    render_summary,
-    to_yaml,
-)
+from ollama_agent_router.commands.configure import Options, Prompter, configure, render_detection, render_summary
 from ollama_agent_router.commands.detect import (
     Detection,
     Gpu,
@@ -34,7 +21,17 @@ from ollama_agent_router.commands.detect import (
     detect,
     ollama_base_url,
 )
-from ollama_agent_router.config.parse import ConfigError, load_yaml, parse_config
+from ollama_agent_router.commands.generate import (
+    NO_MODELS,
+    ConfigureError,
+    access_section,
+    generate,
+    infer_role,
+    load_answers,
+    to_yaml,
+)
+from ollama_agent_router.config.parse import parse_config
+from ollama_agent_router.config.reader import ConfigError, load_yaml
 from ollama_agent_router.gpu import GpuDevice, GpuUnavailable
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-h200"

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..config.parse import ConfigError
+from ..config.reader import ConfigError
 from ..config.schema import PLANES, ApiKey, Config, ManagedAccess, PlaneConfig, TrafficLimit
 from ..errors import HttpError, not_found
 from ..http.server import Request

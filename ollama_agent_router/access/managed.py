@@ -16,7 +16,8 @@ import os
 from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
-from ..config.parse import ConfigError, dump_managed_access, load_yaml, parse_managed_access
+from ..config.parse import dump_managed_access, parse_managed_access
+from ..config.reader import ConfigError, load_yaml
 from ..config.schema import ManagedAccess
 from ..errors import HttpError
 from ..fsutil import atomic_write_text

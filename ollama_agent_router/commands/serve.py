@@ -19,14 +19,16 @@ BUNDLED_PROFILE = "gex44.yaml"
 
 def bundled_config() -> Config:
     """The example profile shipped inside the package (the models of examples/gex44.yaml)."""
-    from ..config.parse import load_yaml, parse_config
+    from ..config.parse import parse_config
+    from ..config.reader import load_yaml
 
     text = resources.files(PACKAGE).joinpath("data", BUNDLED_PROFILE).read_text(encoding="utf-8")
     return parse_config(load_yaml(text, source=BUNDLED_PROFILE), source=BUNDLED_PROFILE, text=text)
 
 
 def _config_for_simulation(explicit: str | None) -> Config:
-    from ..config.parse import ConfigError, find_config, load_config_file
+    from ..config.files import find_config, load_config_file
+    from ..config.reader import ConfigError
 
     try:
         path = find_config(explicit)
@@ -92,7 +94,7 @@ async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, por
 
 
 def serve(config: str | None, *, simulate: bool, host: str | None, port: int | None, log_level: str) -> int:
-    from ..config.parse import load_config
+    from ..config.files import load_config
 
     cfg = _config_for_simulation(config) if simulate else load_config(config)
     return asyncio.run(_serve(cfg, Logger(log_level), simulate, host, port))

@@ -1,6 +1,6 @@
 """Schema of the ``access`` section: the managed policy (planes, API keys, limits) and the boot-only admin plane.
 
-The readers take a ``config.Section`` and record problems on it; ``config`` owns files, YAML and errors.
+The readers take a ``reader.Section`` and record problems on it; ``reader`` owns YAML and errors.
 The managed policy is also the content of the managed access file and of admin PUT bodies.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .reader import Section
 from .schema import (
     PLANES,
     AccessConfig,
@@ -24,9 +25,6 @@ from .schema import (
     TrafficLimit,
     to_json,
 )
-
-if TYPE_CHECKING:
-    from .parse import Section
 
 ANONYMOUS_MODES = ("allow", "reject", "limited")
 HASH_FORMATS = (

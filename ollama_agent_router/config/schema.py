@@ -2,7 +2,7 @@
 
 Attribute names are the YAML keys in snake_case (``requestBodyLimit`` -> ``request_body_limit``);
 ``to_json`` turns them back into the camelCase shape the original's endpoints expose.
-Handlers never read raw dicts: ``config.load_config`` / ``config.parse_config`` build these.
+Handlers never read raw dicts: ``files.load_config`` / ``parse.parse_config`` build these.
 """
 
 from __future__ import annotations
