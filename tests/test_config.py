@@ -189,8 +189,7 @@ def test_bad_body_limit_names_the_setting():
     (message,) = errors_of(data)
     assert message.startswith("server.requestBodyLimit: invalid size '8m'")
     data["server"]["requestBodyLimit"] = "1.5 MB"
-    server = cfg.parse_config(data).server
-    assert (server.request_body_limit, server.request_body_limit_text) == (1572864, "1.5 MB")
+    assert cfg.parse_config(data).server.request_body_limit == 1572864
 
 
 @pytest.mark.parametrize(
@@ -339,10 +338,15 @@ def test_min_confidence_and_context_bounds():
     ]
 
 
-def test_model_classifier_needs_a_model():
+def test_settings_of_the_original_that_have_no_effect_are_accepted():
+    """docs/migrating.md: the original's configs keep working; these keys change nothing, there or here."""
     data = base()
-    data["router"]["classification"]["mode"] = "model"
-    assert errors_of(data) == ["router.classification.optionalClassifierModel: is required when mode is model"]
+    data["router"]["classification"]["mode"] = "model"  # the original has no model classifier either
+    assert cfg.parse_config(data).router.classification.mode == "model"
+    del data["gpu"]["maxGpuUtilizationPct"]  # required by the original, never read by it
+    cfg.parse_config(data)
+    data["gpu"]["maxGpuUtilizationPct"] = 0  # when given, it still has to be what the original accepted
+    assert errors_of(data) == ["gpu.maxGpuUtilizationPct: must be a number >= 1 and <= 100, got 0"]
 
 
 def test_duplicate_names_and_aliases():

@@ -118,8 +118,7 @@ def gpu_section(det: Detection) -> dict[str, Any]:
         reserve = 1024 if per_device < 8192 else 1536 if per_device <= 24576 else 2048
         return {
             "provider": "nvidia", "name": det.gpu.name, "vramTotalMb": det.gpu.vram_total_mb,
-            "vramSafetyReserveMb": reserve * max(1, det.gpu.count), "maxGpuUtilizationPct": 92,
-            "requireGpuOnlyByDefault": True,
+            "vramSafetyReserveMb": reserve * max(1, det.gpu.count), "requireGpuOnlyByDefault": True,
             "monitor": {"enabled": True, "intervalMs": 5000, "nvidiaSmiPath": det.gpu.smi_path or "nvidia-smi"},
         }
     if det.apple_silicon:
@@ -129,7 +128,7 @@ def gpu_section(det: Detection) -> dict[str, Any]:
         name, vram, reserve = ("macOS GPU" if det.platform == "darwin" else "No NVIDIA GPU detected"), 0, 1024
     return {
         "provider": "none", "name": name, "vramTotalMb": vram, "vramSafetyReserveMb": reserve,
-        "maxGpuUtilizationPct": 95, "requireGpuOnlyByDefault": False,
+        "requireGpuOnlyByDefault": False,
         "monitor": {"enabled": False, "intervalMs": 5000, "nvidiaSmiPath": "nvidia-smi"},
     }
 

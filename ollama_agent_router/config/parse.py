@@ -106,7 +106,6 @@ def _server(s: Section, base_dir: str) -> ServerConfig:
     node_id = s.text("nodeId", None)
     if node_id is not None and not _NODE_ID.fullmatch(node_id):
         s.message("nodeId", "server.nodeId may contain only letters, numbers, dots, and dashes")
-    limit = s.data.get("requestBodyLimit")
     https = s.section("https")
     return s.build(
         ServerConfig,
@@ -115,7 +114,6 @@ def _server(s: Section, base_dir: str) -> ServerConfig:
         port=s.integer("port", ge=1, le=65535),
         base_path=s.get("basePath", lambda v: normalize_base_path(as_text(v)), None),
         request_body_limit=s.get("requestBodyLimit", parse_bytes_limit),
-        request_body_limit_text=None if limit is None else str(limit),
         https=s.build(
             HttpsConfig,
             enabled=https.boolean("enabled", None),
@@ -151,13 +149,15 @@ def _ollama(s: Section) -> OllamaConfig:
 
 def _gpu(s: Section) -> GpuConfig:
     monitor = s.section("monitor", required=True)
+    # The original's key, checked so that its configs still mean what they say, but the original never used
+    # it either: utilisation does not block a model (docs/migrating.md).
+    s.number("maxGpuUtilizationPct", None, ge=1, le=100)
     return s.build(
         GpuConfig,
         provider=s.choice("provider", ("none", "nvidia"), None),
         name=s.text("name", None),
         vram_total_mb=s.number("vramTotalMb", ge=0),
         vram_safety_reserve_mb=s.number("vramSafetyReserveMb", ge=0),
-        max_gpu_utilization_pct=s.number("maxGpuUtilizationPct", ge=1, le=100),
         require_gpu_only_by_default=s.boolean("requireGpuOnlyByDefault", None),
         monitor=s.build(
             GpuMonitorConfig,
@@ -178,8 +178,6 @@ def _router(s: Section) -> RouterConfig:
         large_context_tokens=c.integer("largeContextTokens", None, gt=0),
         min_confidence=c.number("minConfidence", None, ge=0, le=1),
     )
-    if classification.mode == "model" and classification.optional_classifier_model is None:
-        c.fail("optionalClassifierModel", "is required when mode is model")
     f = s.section("failover")
     return s.build(
         RouterConfig,
