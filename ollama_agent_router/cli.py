@@ -189,7 +189,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from .config.files import find_config, load_config_file
 
         path = find_config(args.config)
-        load_config_file(path, bootstrap=False)
+        for warning in load_config_file(path, bootstrap=False, strict=True).warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"Config is valid: {path}")
         return 0
     if command in ("gen-key", "hash-key"):

@@ -210,6 +210,34 @@ def test_validate_config_reads_the_managed_file_and_names_lines(tmp_path):
     assert done.stderr == f"{cfg}:1: server.port: must be an integer >= 1 and <= 65535, got a string\n"
 
 
+def test_validate_config_refuses_unknown_keys_and_prints_warnings(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG_YAML.replace("port: 11435", "port: 11435, prot: 8080").replace("sizeGb: 2,", "sizeGb: 2, priorty: 50,"))
+    done = run_cli("validate-config", "-c", str(cfg))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (f"{cfg}:1: server.prot: unknown key (did you mean 'port'?)\n"
+                           f"{cfg}:11: models[0].priorty: unknown key (did you mean 'priority'?)\n")
+    cfg.write_text(CONFIG_YAML.replace("sizeGb: 2,", "sizeGb: 2, purpose: [sumarize],"))
+    done = run_cli("validate-config", "-c", str(cfg))
+    assert (done.returncode, done.stdout) == (0, f"Config is valid: {cfg}\n")
+    assert done.stderr.startswith(f"warning: {cfg}:11: models[0].purpose[0]: 'sumarize' is neither a core task type")
+    assert done.stderr.endswith(" (did you mean 'summarize'?)\n") and done.stderr.count("\n") == 1
+
+
+def test_serve_starts_with_unknown_keys_and_warns_once_per_key(tmp_path):
+    (tmp_path / "c.yaml").write_text(CONFIG_YAML.replace("port: 11435", "port: 11435, prot: 8080")
+                                     + "logging: {level: debug}\n")
+    served = Served([sys.executable, "-m", "ollama_agent_router", "serve", "-c", "c.yaml", "--simulate",
+                     "--port", "0"], cwd=tmp_path)
+    try:
+        records = [json.loads(line) for line in served.output.decode().splitlines() if line.startswith("{")]
+        warnings = [r["message"] for r in records if r["event"] == "config_warning"]
+        assert warnings == [f"{tmp_path / 'c.yaml'}:14: logging: unknown key",
+                            f"{tmp_path / 'c.yaml'}:1: server.prot: unknown key (did you mean 'port'?)"]
+    finally:
+        assert served.stop() == 0
+
+
 def test_config_lookup_errors(tmp_path):
     home = tmp_path / "home"
     home.mkdir()

@@ -92,7 +92,7 @@ def test_gex44_parses_with_gpt_oss_exclusive():
     assert config.server.request_body_limit == 8 * 1024 * 1024
     assert config.router.classification.optional_classifier_model == "B-A-M-N/vibethinker:1.5b"
     assert config.routes["planning"] == ("gpt-oss:20b",)
-    assert config.model("B-A-M-N/vibethinker:1.5b").tags == ("fast", "small")
+    assert config.model("B-A-M-N/vibethinker:1.5b").purpose == ("triage", "simple_chat", "summarize")
     assert config.access.present is False and config.path == str(EXAMPLE)
 
 
@@ -287,6 +287,103 @@ def test_defaults_types_and_unknown_keys():
     assert config.router.default_task_type == "unknown" and config.queue.default_priority == "normal"
     assert config.jobs.store == "memory" and config.access.admin.allowed_ips == ("127.0.0.1", "::1")
     assert config.path is None
+    assert config.warnings == (  # the original dropped unknown keys silently; here they are warnings
+        "models[0].tags[0]: 'fast' is neither a core task type nor a route name, so only requests that give it"
+        " as router.taskType match it",
+        "logging: unknown key",
+        "models[0].publicBaseUrl: unknown key",
+    )
+
+
+# --- Mistakes that do not stop a config (issue 14 part 4) ------------------------------------------------
+
+TYPOS = """\
+server:
+  host: 127.0.0.1
+  prot: 8080
+  port: 11435
+  requestBodyLimit: 8mb
+  https: {enabled: false, certPth: x}
+"""
+
+
+def typo_config() -> tuple[dict, str]:
+    """``base()`` as YAML text with misspelt keys at several depths, so that lines can be checked."""
+    data = base()
+    del data["server"]
+    data["models"][0]["priorty"] = 70
+    data["access"] = {"admin": {"clientCert": {"requird": True}}}
+    text = TYPOS + yaml.safe_dump(data, sort_keys=False)
+    return yaml.safe_load(text), text
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_unknown_keys_are_errors_when_strict_with_line_path_and_suggestion():
+    data, text = typo_config()
+    with pytest.raises(ConfigError) as info:
+        cfg.parse_config(data, source="/c.yaml", text=text, strict=True)
+    assert info.value.errors == [
+        "/c.yaml:3: server.prot: unknown key (did you mean 'port'?)",
+        "/c.yaml:6: server.https.certPth: unknown key (did you mean 'certPath'?)",
+        f"/c.yaml:{line_of(text, 'priorty')}: models[0].priorty: unknown key (did you mean 'priority'?)",
+        f"/c.yaml:{line_of(text, 'requird')}: access.admin.clientCert.requird: unknown key (did you mean 'required'?)",
+    ]
+
+
+def test_unknown_keys_are_one_warning_each_otherwise_and_the_config_is_used():
+    data, text = typo_config()
+    config = cfg.parse_config(data, source="/c.yaml", text=text)
+    assert config.server.port == 11435 and config.models[0].priority == 50
+    with pytest.raises(ConfigError) as info:
+        cfg.parse_config(data, source="/c.yaml", text=text, strict=True)
+    assert list(config.warnings) == info.value.errors
+
+
+def test_every_known_key_is_known():
+    """The shipped examples and everything configure writes use only known keys (no warning at all)."""
+    for path in (EXAMPLE, REPO / "ollama_agent_router" / "data" / "starter.yaml"):
+        assert files.load_config_file(str(path), bootstrap=False, strict=True).warnings == ()
+    data = base()
+    data["1"] = 2
+    data["routes"]["planning"] = ["vibethinker"]  # a route name is free
+    data["models"][0]["purpose"] = ["planning", "code_generate"]
+    assert cfg.parse_config(data).warnings == ("1: unknown key",)
+    data["server"][7] = "x"
+    assert cfg.parse_config(data).warnings == ("1: unknown key", "server: unknown key 7")
+
+
+def test_a_purpose_or_tag_naming_no_task_type_is_a_warning_with_a_suggestion():
+    data = base()
+    data["models"][0].update(purpose=["code_genrate", "triage"], tags=["zzz"])
+    text = yaml.safe_dump(data, sort_keys=False)
+    config = cfg.parse_config(data, source="/c.yaml", text=text, strict=True)  # a warning even when strict
+    tail = " is neither a core task type nor a route name, so only requests that give it as router.taskType match it"
+    assert config.warnings == (
+        f"/c.yaml:{line_of(text, 'code_genrate')}: models[0].purpose[0]: 'code_genrate'{tail}"
+        " (did you mean 'code_generate'?)",
+        f"/c.yaml:{line_of(text, 'zzz')}: models[0].tags[0]: 'zzz'{tail}",
+    )
+
+
+def test_a_placeholder_hash_says_what_to_run():
+    data = base()
+    data["access"] = {"managed": {"apiKeys": [{"id": "k", "keyHash": "sha256:REPLACE-me", "scopes": ["standalone"]}]}}
+    (message,) = errors_of(data)
+    assert message.endswith("; run `oar gen-key` for a new key and its hash, or `oar hash-key` to hash a key you"
+                            " already have")
+
+
+def test_the_managed_file_s_unknown_keys_follow_the_same_rule(tmp_path):
+    path = write(tmp_path / "c.yaml", {**base(), "access": {"managedConfigPath": "access.yaml"}})
+    (tmp_path / "access.yaml").write_text("version: 1\nplanes:\n  standalone: {enabeld: false}\n")
+    expected = f"{tmp_path / 'access.yaml'}:3: planes.standalone.enabeld: unknown key (did you mean 'enabled'?)"
+    assert files.load_config_file(str(path), bootstrap=False).warnings == (expected,)
+    with pytest.raises(ConfigError) as info:
+        files.load_config_file(str(path), bootstrap=False, strict=True)
+    assert info.value.errors == [expected]
 
 
 def test_new_keys_are_read():

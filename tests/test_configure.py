@@ -252,8 +252,10 @@ models:
 routes:
   planning: ["qwen2.5-coder:7b"]
 extra: 1
+rutes: {}
 """))
-    assert warnings == [f"{tmp_path / 'answers.yaml'}: unknown section 'extra' ignored"]
+    assert warnings == [f"{tmp_path / 'answers.yaml'}:12: extra: unknown key, ignored",
+                        f"{tmp_path / 'answers.yaml'}:13: rutes: unknown key (did you mean 'routes'?), ignored"]
     config = generate(detection(), answers)
     qwen, vibe = config["models"]
     assert qwen == {"name": "qwen2.5-coder:7b", "sizeGb": 4.7, "purpose": ["code_generate", "planning"], "priority": 71,

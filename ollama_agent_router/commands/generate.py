@@ -56,7 +56,7 @@ def load_answers(path: str) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(data, dict):
         fail((), "must be a mapping of sections")
         raise ConfigError(ctx.errors)
-    warnings = [f"{path}: unknown section {key!r} ignored" for key in data if key not in _ANSWER_KEYS]
+    warnings = [ctx.unknown_key((), key, _ANSWER_KEYS) + ", ignored" for key in data if key not in _ANSWER_KEYS]
     answers = {key: value for key, value in data.items() if key in _ANSWER_KEYS}
     for key in _ANSWER_SECTIONS:
         if key in answers and not isinstance(answers[key], dict):

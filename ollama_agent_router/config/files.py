@@ -6,7 +6,7 @@ import os
 from dataclasses import replace
 
 from ..fsutil import atomic_write_text
-from .parse import dump_managed_access, parse_config, parse_managed_access
+from .parse import dump_managed_access, parse_config, parse_managed_file
 from .reader import ConfigError, load_yaml
 from .schema import Config
 
@@ -32,22 +32,23 @@ def find_config(explicit: str | None) -> str:
     raise ConfigError(f"No config file found. Tried: {', '.join(paths)}")
 
 
-def load_config(explicit: str | None = None, *, bootstrap: bool = True) -> Config:
+def load_config(explicit: str | None = None, *, bootstrap: bool = True, strict: bool = False) -> Config:
     """Find, read and validate the config, then load the managed access file.
 
     With ``bootstrap`` (``serve``) a missing managed file is created from the inline policy. Without it
-    (``validate-config``) nothing is written: what exists is validated.
+    (``validate-config``) nothing is written: what exists is validated. ``strict`` (``validate-config``)
+    makes unknown keys errors; otherwise they are among ``Config.warnings``, the managed file's included.
     """
-    return load_config_file(find_config(explicit), bootstrap=bootstrap)
+    return load_config_file(find_config(explicit), bootstrap=bootstrap, strict=strict)
 
 
-def load_config_file(path: str, *, bootstrap: bool = True) -> Config:
+def load_config_file(path: str, *, bootstrap: bool = True, strict: bool = False) -> Config:
     path = os.path.abspath(path)
     text = _read(path)
     if text is None:
         raise ConfigError(f"Config file not found: {path}")
-    config = parse_config(load_yaml(text, source=path), source=path, text=text)
-    return _with_managed_file(config, bootstrap=bootstrap)
+    config = parse_config(load_yaml(text, source=path), source=path, text=text, strict=strict)
+    return _with_managed_file(config, bootstrap=bootstrap, strict=strict)
 
 
 def _read(path: str) -> str | None:
@@ -63,14 +64,15 @@ def _read(path: str) -> str | None:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
-def _with_managed_file(config: Config, *, bootstrap: bool) -> Config:
+def _with_managed_file(config: Config, *, bootstrap: bool, strict: bool) -> Config:
     access = config.access
     path = access.managed_config_path
     if path is None:
         return config
     text = _read(path)
+    warnings: tuple[str, ...] = ()
     if text is not None:
-        managed = parse_managed_access(load_yaml(text, source=path), source=path, text=text)
+        managed, warnings = parse_managed_file(text, path, strict=strict)
         directory = os.path.dirname(path)
         if bootstrap and access.admin.enabled and not os.access(directory, os.W_OK | os.X_OK):
             # Found at boot rather than on the first admin change (e.g. /etc under systemd's ProtectSystem).
@@ -87,4 +89,4 @@ def _with_managed_file(config: Config, *, bootstrap: bool) -> Config:
                 atomic_write_text(path, dump_managed_access(managed), mode=0o600)
             except OSError as e:
                 raise ConfigError(f"Cannot create the managed access file {path}: {e.strerror or e}") from None
-    return replace(config, access=replace(access, managed=managed))
+    return replace(config, access=replace(access, managed=managed), warnings=config.warnings + warnings)

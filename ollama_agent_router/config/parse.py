@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import replace
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
 from . import access as access_config
 from .access import managed_to_json
-from .reader import ConfigError, Context, Section, as_text
+from .reader import Context, Section, as_text, did_you_mean, load_yaml
 from .schema import (
+    CORE_TASK_TYPES,
     ApiKey,
     ClassificationConfig,
     Config,
@@ -241,7 +243,7 @@ def _model(s: Section) -> ModelSpec:
 
 def _models(root: Section) -> tuple[list[ModelSpec], bool]:
     """The models, and whether every entry has a valid name (only then can route references be checked)."""
-    if root.data.get("models") == []:
+    if root.raw("models") == []:
         root.fail("models", "must contain at least one model")
     entries = [(s, _model(s)) for s in root.sections("models", required=True)]
     owner: dict[str, str] = {}  # a name or alias -> the model that claims it
@@ -261,10 +263,11 @@ def _models(root: Section) -> tuple[list[ModelSpec], bool]:
 def _routes(root: Section) -> dict[str, tuple[str, ...]]:
     s = root.section("routes", required=True)
     routes: dict[str, tuple[str, ...]] = {}
-    for task in s.data:
+    for task in list(s.data):  # route names are free: each one is known by being read
         if not isinstance(task, str) or not task:
+            s.raw(task)
             s.fail(None, f"route names must be non-empty strings, got {task!r}")
-        elif not isinstance(s.data[task], list):
+        elif not isinstance(s.raw(task), list):
             s.fail(task, "must be a list of model names")
         else:
             routes[task] = s.strings(task)
@@ -326,11 +329,14 @@ def _cross_checks(ctx: Context, config: Config, models_named: bool) -> None:
 
 
 def parse_config(
-    data: Any, *, source: str | None = None, base_dir: str | None = None, text: str | None = None
+    data: Any, *, source: str | None = None, base_dir: str | None = None, text: str | None = None,
+    strict: bool = False,
 ) -> Config:
     """Validate parsed YAML into a Config. Relative file paths resolve against ``base_dir`` (by default
-    the directory of ``source``). Reads no files: the managed access file is ``load_config``'s job."""
-    ctx = Context(source, text)
+    the directory of ``source``). Reads no files: the managed access file is ``load_config``'s job.
+
+    Unknown keys are errors when ``strict``, else they join the other ``Config.warnings``."""
+    ctx = Context(source, text, strict=strict)
     if base_dir is None:
         base_dir = os.path.dirname(os.path.abspath(source)) if source else os.getcwd()
     base_dir = os.path.abspath(base_dir)
@@ -356,27 +362,43 @@ def parse_config(
         path=os.path.abspath(source) if source else None,
     )
     _cross_checks(ctx, config, models_named)
-    if ctx.errors:
-        raise ConfigError(ctx.errors)
-    return config
+    _check_task_types(ctx, config)
+    return replace(config, warnings=ctx.finish())
 
 
-def _parse_with(read: Callable[[Section], _T], data: Any, source: str | None, text: str | None) -> _T:
-    ctx = Context(source, text)
+def _check_task_types(ctx: Context, config: Config) -> None:
+    """A purpose or tag that names no task type is most likely a typo: the classifier never answers it."""
+    task_types = (*CORE_TASK_TYPES, *config.routes)
+    for i, model in enumerate(config.models):
+        for key in ("purpose", "tags"):
+            for j, value in enumerate(getattr(model, key)):
+                if value not in task_types:
+                    ctx.warn(("models", i, key, j), f"{value!r} is neither a core task type nor a route name, so only"
+                             " requests that give it as router.taskType match it" + did_you_mean(value, task_types))
+
+
+def _parse_with(read: Callable[[Section], _T], data: Any, source: str | None, text: str | None,
+                strict: bool) -> tuple[_T, tuple[str, ...]]:
+    ctx = Context(source, text, strict=strict)
     result = read(Section(ctx, data, ()))
-    if ctx.errors:
-        raise ConfigError(ctx.errors)
-    return result
+    return result, ctx.finish()
 
 
-def parse_managed_access(data: Any, *, source: str | None = None, text: str | None = None) -> ManagedAccess:
-    """The managed access policy (the managed file, or an admin PUT body), defaults applied."""
-    return _parse_with(access_config.read_managed, data, source, text)
+def parse_managed_access(data: Any, *, source: str | None = None, text: str | None = None,
+                         strict: bool = False) -> ManagedAccess:
+    """The managed access policy (an admin PUT body), defaults applied. Unknown keys are ignored, as the
+    original's admin API ignored them, unless ``strict``."""
+    return _parse_with(access_config.read_managed, data, source, text, strict)[0]
+
+
+def parse_managed_file(text: str, source: str, *, strict: bool = False) -> tuple[ManagedAccess, tuple[str, ...]]:
+    """The managed access file's policy and its warnings (unknown keys: errors when ``strict``)."""
+    return _parse_with(access_config.read_managed, load_yaml(text, source=source), source, text, strict)
 
 
 def parse_api_key(data: Any, *, source: str | None = None) -> ApiKey:
-    """One API key entry (an admin POST body), defaults applied."""
-    return _parse_with(access_config.read_api_key, data, source, None)
+    """One API key entry (an admin POST body), defaults applied; unknown keys are ignored."""
+    return _parse_with(access_config.read_api_key, data, source, None, False)[0]
 
 
 def dump_managed_access(m: ManagedAccess) -> str:

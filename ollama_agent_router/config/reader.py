@@ -6,10 +6,11 @@ The schemas themselves live in ``parse`` (the main config) and ``access`` (the a
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from dataclasses import MISSING, fields
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 import yaml
 
@@ -56,14 +57,29 @@ def format_path(path: YamlPath) -> str:
     return out or "(top level)"
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'port'?)`` for the closest choice, or nothing when none is close."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 # --- Reading values ---------------------------------------------------------------------------------
 
 
 class Context:
-    def __init__(self, source: str | None, text: str | None) -> None:
+    """One document being read: its problems, its warnings, and the keys each mapping was asked for.
+
+    ``strict`` makes a key that no reader asked for an error (``validate-config``); otherwise it is a
+    warning and the document is still used (``serve``: a config the original accepted still starts).
+    """
+
+    def __init__(self, source: str | None, text: str | None, *, strict: bool = False) -> None:
         self.source = source
+        self.strict = strict
         self.lines = yaml_key_lines(text) if text is not None else {}
         self.errors: list[str] = []
+        self.warnings: list[str] = []
+        self._mappings: dict[YamlPath, tuple[dict[Any, Any], set[Any]]] = {}  # path -> (data, keys asked for)
 
     def line(self, path: YamlPath) -> int | None:
         for end in range(len(path), -1, -1):
@@ -72,11 +88,36 @@ class Context:
         return None
 
     def error(self, path: YamlPath, problem: str) -> None:
-        self.errors.append(located(self.source, self.line(path), f"{format_path(path)}: {problem}"))
+        self.errors.append(self.at(path, problem))
+
+    def warn(self, path: YamlPath, problem: str) -> None:
+        self.warnings.append(self.at(path, problem))
+
+    def at(self, path: YamlPath, problem: str) -> str:
+        return located(self.source, self.line(path), f"{format_path(path)}: {problem}")
 
     def message(self, path: YamlPath, message: str) -> None:
         """Record a message that already names its setting (the original's cross-field messages)."""
         self.errors.append(located(self.source, self.line(path), message))
+
+    def keys_asked(self, path: YamlPath, data: dict[Any, Any]) -> set[Any]:
+        """The set a reader of the mapping at ``path`` adds each key it looks up to."""
+        return self._mappings.setdefault(path, (data, set()))[1]
+
+    def unknown_key(self, path: YamlPath, key: Any, known: Iterable[str]) -> str:
+        """``<file>:<line>: server.prot: unknown key (did you mean 'port'?)``."""
+        if not isinstance(key, str):
+            return self.at(path, f"unknown key {key!r}")
+        return self.at(path + (key,), "unknown key" + did_you_mean(key, known))
+
+    def finish(self) -> tuple[str, ...]:
+        """Report the keys no reader asked for, raise ConfigError if anything is wrong, else the warnings."""
+        for path, (data, known) in self._mappings.items():
+            unknown = [self.unknown_key(path, key, known) for key in data if key not in known]
+            (self.errors if self.strict else self.warnings).extend(unknown)
+        if self.errors:
+            raise ConfigError(self.errors)
+        return tuple(self.warnings)
 
 
 _REQUIRED: Any = object()
@@ -124,12 +165,19 @@ class Section:
         self.path = path
         self.quiet = quiet
         self.data: dict[Any, Any] = data if isinstance(data, dict) else {}
+        self.known = ctx.keys_asked(path, self.data) if self.data and not quiet else set()
         if not isinstance(data, dict) and not quiet:
             ctx.error(path, f"must be a mapping, got {_kind(data)}")
             self.quiet = True
 
+    def raw(self, key: Any) -> Any:
+        """The value as written (None when absent). Every lookup goes through here: a key nobody looks up is
+        unknown (a typo, or a setting of another version) and ``Context.finish`` reports it."""
+        self.known.add(key)
+        return self.data.get(key)
+
     def has(self, key: str) -> bool:
-        return self.data.get(key) is not None
+        return self.raw(key) is not None
 
     def fail(self, key: str | int | None, problem: str) -> None:
         if not self.quiet:
@@ -141,7 +189,7 @@ class Section:
 
     def get(self, key: str, check: Callable[[Any], Any], default: Any = _REQUIRED) -> Any:
         """``check`` returns the parsed value or raises ValueError with the problem."""
-        value = self.data.get(key)
+        value = self.raw(key)
         if value is None:
             if default is _REQUIRED:
                 self.fail(key, "is required")
@@ -192,7 +240,7 @@ class Section:
 
     def items(self, key: str, *, required: bool) -> list[tuple[YamlPath, Any]] | None:
         """The entries of a list with their paths; None (after saying why) when absent or not a list."""
-        value = self.data.get(key)
+        value = self.raw(key)
         if value is None:
             if required:
                 self.fail(key, "is required")
@@ -203,7 +251,7 @@ class Section:
         return [(self.path + (key, i), item) for i, item in enumerate(value)]
 
     def section(self, key: str, *, required: bool = False) -> Section:
-        value = self.data.get(key)
+        value = self.raw(key)
         if value is None:
             if required:
                 self.fail(key, "is required")

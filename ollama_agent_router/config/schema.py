@@ -250,6 +250,9 @@ class Config:
     access: AccessConfig = AccessConfig()
     metrics: MetricsConfig = MetricsConfig()
     path: str | None = None  # the file it came from, absolute
+    # Mistakes that do not stop it (unknown keys, a purpose naming no task type), one line each, with
+    # file and line, for ``serve`` to log and ``validate-config`` to print.
+    warnings: tuple[str, ...] = ()
 
     def model(self, name: str) -> ModelSpec | None:
         for m in self.models:
