@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--version", action="version", version=__version__, help="print the version")
     p.add_argument("-c", "--config", metavar="PATH", help="config file path")
     _add_client_options(p, True)
-    p.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")
+    p.add_argument("--log-level", metavar="LEVEL",
+                   help="debug, info, warning or error (default: $LOG_LEVEL, else info)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="command", parser_class=_Parser, prog="ollama-agent-router")
     config_opt = argparse.ArgumentParser(add_help=False)
@@ -178,11 +179,11 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from .commands.serve import serve
 
         return serve(args.config, simulate=args.simulate, host=args.host, port=args.port,
-                     log_level=args.log_level or "info")
+                     log_level=log_level(args.log_level))
     if command == "simulate":
         from .commands.serve import simulate
 
-        return simulate(args.config, args.host, args.port, args.log_level or "info", fast=args.fast)
+        return simulate(args.config, args.host, args.port, log_level(args.log_level), fast=args.fast)
     if command in ("init", "configure"):
         return _configure(args)
     if command == "validate-config":
@@ -203,6 +204,22 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         router = {k: v for k, v in (("taskType", args.task_type), ("priority", args.priority)) if v}
         return client.run(target, client.route_command(args.prompt, router), as_json=args.json)
     return client.run(target, client.COMMANDS[command], job_id=getattr(args, "job_id", None), as_json=args.json)
+
+
+# The original's pino names that ours lack; "silent" has nothing to show below critical.
+_PINO_LEVELS = {"trace": "debug", "fatal": "critical", "silent": "critical"}
+
+
+def log_level(flag: str | None) -> str:
+    """``--log-level``, else ``$LOG_LEVEL`` (the original's variable), else info."""
+    from .log import LEVELS
+
+    value = flag or os.environ.get("LOG_LEVEL") or "info"
+    level = _PINO_LEVELS.get(value.strip().lower(), value.strip().lower())
+    if level not in LEVELS:
+        origin = "--log-level" if flag else "LOG_LEVEL"
+        raise CliError(f"error: unknown log level {value!r} ({origin}): use debug, info, warning or error")
+    return level
 
 
 def _configure(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import pytest
 from conftest import QWEN, VIBE, chat_body, wait_for
 
 from ollama_agent_router import __version__
+from ollama_agent_router.cli import CliError, log_level
 from ollama_agent_router.commands.client import join_url, render_route
 from ollama_agent_router.simulator.server import Fault
 
@@ -269,10 +270,28 @@ def test_init_writes_a_valid_starter_and_refuses_to_overwrite(tmp_path):
     assert (tmp_path / "sub/x.yaml").read_text() == before
 
 
+def test_log_level_comes_from_the_flag_then_LOG_LEVEL_then_info(monkeypatch):
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
+    assert log_level(None) == "info" and log_level("DEBUG") == "debug"
+    monkeypatch.setenv("LOG_LEVEL", "warn")
+    assert log_level(None) == "warn" and log_level("error") == "error"
+    monkeypatch.setenv("LOG_LEVEL", "trace")  # pino's names, as the original's users set them
+    assert log_level(None) == "debug"
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    with pytest.raises(CliError, match=r"^error: unknown log level 'verbose' \(LOG_LEVEL\): use debug, info"):
+        log_level(None)
+    assert log_level("info") == "info"  # the flag wins even over a bad variable
+    done = run_cli("serve", env=cli_env(LOG_LEVEL="verbose"))
+    assert (done.returncode, done.stderr) == (1, "error: unknown log level 'verbose' (LOG_LEVEL): use debug, info,"
+                                                 " warning or error\n")
+
+
 def test_serve_overrides_and_graceful_stop(tmp_path):
     (tmp_path / "c.yaml").write_text(CONFIG_YAML)
+    # The "listening" line is at info: seen only because --log-level wins over LOG_LEVEL.
     served = Served([sys.executable, "-m", "ollama_agent_router", "serve", "-c", "c.yaml", "--simulate",
-                     "--host", "127.0.0.1", "--port", "0", "--log-level", "debug"], cwd=tmp_path)
+                     "--host", "127.0.0.1", "--port", "0", "--log-level", "debug"], cwd=tmp_path,
+                    env=cli_env(LOG_LEVEL="error"))
     try:
         status, body = post_json(served.port, "/v1/chat/completions", chat_body("Hello there"))
         assert status == 200 and body["router"]["selectedModel"] == "llama3.2:3b"
