@@ -420,14 +420,31 @@ def test_declining_writes_nothing(tmp_path):
         configure(Options(output=str(out)), prompter=Prompter(Script()), detector=detection)
 
 
-def test_prompts_for_a_model_when_none_detected(tmp_path):
+def test_without_ollama_the_wizard_asks_for_the_models(tmp_path, capsys):
+    """Issue 14 part 5: no Ollama answering is no reason to stop; the user names the models."""
     out = tmp_path / "c.yaml"
-    script = Script("n", "", "", "", "", "", "phi3:mini", "abc", "2.2", "n", "y")
-    configure(Options(output=str(out)), prompter=Prompter(script), detector=lambda: detection(models=()))
-    assert script.questions[-5:-2] == ["First Ollama model name (llama3.2:3b): ", "First model size GB (2): ",
-                                       "First model size GB (2): "]
+    script = Script("", "phi3:mini", "2.2 GB", "2.2", "qwen2.5-coder:14b", "9", "", "n", "y")
+    assert configure(Options(output=str(out)), prompter=Prompter(script),
+                     detector=lambda: detection(models=(), reachable=False)) == 0
+    assert script.questions[1:-2] == [
+        "Model name (llama3.2:3b): ", "Size of phi3:mini in GB (2): ", "Size of phi3:mini in GB (2): ",
+        "Another model name (empty when done): ", "Size of qwen2.5-coder:14b in GB (2): ",
+        "Another model name (empty when done): "]
+    printed = capsys.readouterr().out
+    assert "No models detected: Ollama did not answer at http://127.0.0.1:11434. Name the models" in printed
+    assert "the size is a number of gigabytes above 0, such as 4.7" in printed
     config = load_yaml(out.read_text())
-    assert config["models"][0]["name"] == "phi3:mini" and config["models"][0]["sizeGb"] == 2.2
+    assert [(m["name"], m["sizeGb"], m["costClass"]) for m in config["models"]] == [
+        ("phi3:mini", 2.2, "low"), ("qwen2.5-coder:14b", 9, "medium")]
+    assert config["routes"]["code_generate"] == ["qwen2.5-coder:14b"]
+
+
+def test_without_ollama_the_answers_file_gives_the_models(tmp_path):
+    answers = write(tmp_path, "models: {items: [{name: phi3:mini, sizeGb: 2.2}]}\n")
+    out = tmp_path / "c.yaml"
+    assert configure(Options(output=str(out), answers=answers, interactive=False),
+                     detector=lambda: detection(models=(), reachable=False)) == 0
+    assert load_yaml(out.read_text())["models"][0]["name"] == "phi3:mini"
 
 
 def test_dry_run_prints_and_writes_nothing(tmp_path, capsys):
@@ -502,7 +519,10 @@ def test_command_line_errors(tmp_path):
     assert done.stderr == ("bad.yaml:3: models.items[0].role: unknown role 'wizard'"
                            " (expected fast, code, review, heavy, tool)\n")
     done = run_cli("configure", "-y", cwd=tmp_path, env=env)
-    assert (done.returncode, done.stderr) == (1, NO_MODELS + "\n")
+    assert (done.returncode, done.stderr) == (1, (
+        "No models detected: Ollama did not answer at http://127.0.0.1:9. Start Ollama and run configure again,"
+        " list the models in an answers file (--answers; models: {mode: manual, items: [{name: llama3.2:3b,"
+        " sizeGb: 2}]}), or run configure without -y/--non-interactive to type them in.\n"))
     assert list(tmp_path.iterdir()) == [tmp_path / "bad.yaml"]
 
 

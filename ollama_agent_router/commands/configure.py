@@ -8,6 +8,7 @@ generation, the summaries and writing the file.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 from ..config.schema import PLANES
 from ..fsutil import atomic_write_text
 from .detect import Detection, detect
-from .generate import ConfigureError, gpu_section, generate, load_answers, to_yaml, validate
+from .generate import ConfigureError, generate, generate_models, gpu_section, load_answers, to_yaml, validate
 
 PACKAGE = "ollama_agent_router"  # data/ sits at the package's top, not beside this module
 
@@ -113,6 +114,10 @@ class Prompter:
             except ValueError as e:
                 print(f"  {e}")
 
+    def optional(self, question: str) -> str:
+        """A free answer; empty when the user just presses Enter."""
+        return self._line(f"{question}: ")
+
 
 def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
@@ -127,9 +132,12 @@ def _non_negative(text: str) -> int:
 
 
 def _size_gb(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("the size is a number of gigabytes above 0")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ValueError("the size is a number of gigabytes above 0, such as 4.7")
     return value
 
 
@@ -151,12 +159,25 @@ def _corrections(p: Prompter, det: Detection, answers: dict[str, Any]) -> dict[s
     server["basePath"] = p.ask("Server base path", server.get("basePath", "/"))
     gpu["vramTotalMb"] = p.ask("GPU VRAM total MB", gpu.get("vramTotalMb", gpu_section(det)["vramTotalMb"]),
                                _non_negative)
-    out = {**answers, "server": server, "ollama": ollama, "gpu": gpu}
-    if not det.models and "models" not in answers:
-        name = p.ask("First Ollama model name", "llama3.2:3b")
-        size = p.ask("First model size GB", 2, _size_gb)
-        out["models"] = {"mode": "manual", "items": [{"name": name, "sizeGb": size, "role": "fast"}]}
-    return out
+    return {**answers, "server": server, "ollama": ollama, "gpu": gpu}
+
+
+def _no_models(det: Detection) -> str:
+    if not det.reachable:
+        return f"No models detected: Ollama did not answer at {det.base_url}"
+    return f"No models: neither Ollama at {det.base_url} nor the answers file gave a chat model"
+
+
+def _ask_models(p: Prompter, det: Detection) -> dict[str, Any]:
+    """Without Ollama (not running yet, or on another host) the user names the models; roles follow from
+    the names and sizes, as for detected ones."""
+    print(f"{_no_models(det)}. Name the models to route to, as Ollama names them; an empty name ends the list.")
+    items: list[dict[str, Any]] = []
+    name = p.ask("Model name", "llama3.2:3b")
+    while name:
+        items.append({"name": name, "sizeGb": p.ask(f"Size of {name} in GB", 2, _size_gb)})
+        name = p.optional("Another model name (empty when done)")
+    return {"mode": "manual", "items": items}
 
 
 def _is_loopback(host: Any) -> bool:
@@ -206,6 +227,24 @@ def refuse_existing(path: str, overwrite: bool, shown: str) -> None:
         raise ConfigureError(f"Refusing to overwrite existing config: {shown}")
 
 
+def _questions(p: Prompter, det: Detection, answers: dict[str, Any],
+               specs: list[tuple[str, str, tuple[str, ...]]]) -> tuple[dict[str, Any], list]:
+    """The interactive part: corrections, models when none are known, keys. Returns (answers, key specs)."""
+    print(render_detection(det) + "\n")
+    if not p.confirm("Use these detected values?", True):
+        answers = _corrections(p, det, answers)
+    if not generate_models(det, answers, cpu_only=False):
+        answers = {**answers, "models": _ask_models(p, det)}
+    host = (answers.get("server") or {}).get("host", "127.0.0.1")
+    if not p.confirm("Require an API key on both planes (the key is generated and shown once)?",
+                     bool(specs) or not _is_loopback(host)):
+        return answers, []
+    specs = [LOCAL_KEY]
+    if p.confirm("Also a separate key for a gateway such as Kong (runtimeAgent plane only)?", False):
+        specs.append(GATEWAY_KEY)
+    return answers, specs
+
+
 def configure(opts: Options, *, prompter: Prompter | None = None,
               detector: Callable[[], Detection] = detect) -> int:
     if not (opts.detect_only or opts.dry_run):
@@ -223,17 +262,12 @@ def configure(opts: Options, *, prompter: Prompter | None = None,
     specs = [LOCAL_KEY] if opts.secure or answers.get("secure") is True else []
     p = prompter or Prompter()
     if opts.interactive:
-        print(render_detection(det) + "\n")
-        if not p.confirm("Use these detected values?", True):
-            answers = _corrections(p, det, answers)
-        host = (answers.get("server") or {}).get("host", "127.0.0.1")
-        if p.confirm("Require an API key on both planes (the key is generated and shown once)?",
-                     bool(specs) or not _is_loopback(host)):
-            specs = [LOCAL_KEY]
-            if p.confirm("Also a separate key for a gateway such as Kong (runtimeAgent plane only)?", False):
-                specs.append(GATEWAY_KEY)
-        else:
-            specs = []
+        answers, specs = _questions(p, det, answers, specs)
+    elif not generate_models(det, answers, cpu_only=False):
+        raise ConfigureError(
+            f"{_no_models(det)}. Start Ollama and run configure again, list the models in an answers file"
+            " (--answers; models: {mode: manual, items: [{name: llama3.2:3b, sizeGb: 2}]}), or run configure"
+            " without -y/--non-interactive to type them in.")
     keys = new_keys(specs) if specs else []
     config = generate(det, answers, [k.entry for k in keys])
     text = to_yaml(config)
