@@ -20,7 +20,7 @@ from conftest import QWEN, VIBE, chat_body, wait_for
 
 from ollama_agent_router import __version__
 from ollama_agent_router.cli import CliError, log_level
-from ollama_agent_router.commands.client import join_url, render_route
+from ollama_agent_router.commands.client import join_url, render_gpu, render_route, render_status
 from ollama_agent_router.simulator.server import Fault
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -315,7 +315,9 @@ def client(stack, *args: str, env: dict[str, str] | None = None) -> subprocess.C
 def test_status_models_gpu_tables_and_json(stack):
     done = client(stack, "status")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Node: test-node (http, base path /)\nQueue: 0 waiting, 0 running\nGPU: Test GPU")
+    assert done.stdout.startswith("Node: test-node (http, base path /)\nOllama: reachable\nQueue: 0 waiting, 0 running\n"
+                                  "GPU: Test GPU, 20480 MB total, ")
+    assert done.stdout.splitlines()[3].endswith(" (simulated)")
     assert "MODEL" in done.stdout and VIBE in done.stdout
     done = client(stack, "models")
     assert done.returncode == 0
@@ -323,11 +325,37 @@ def test_status_models_gpu_tables_and_json(stack):
     assert header.split()[:3] == ["MODEL", "SIZE", "GB"] and len(rows) == 4
     assert rows[0].split()[:3] == [VIBE, "3.6", "low"] and " yes " in rows[0]  # installed in the simulator
     done = client(stack, "gpu")
-    assert done.returncode == 0 and "Test GPU via simulated" in done.stdout and "20480 MB" in done.stdout
+    assert done.returncode == 0 and "Test GPU: simulated" in done.stdout and "20480 MB" in done.stdout
     for command, path in (("status", "/v1/router/status"), ("models", "/v1/router/models"), ("gpu", "/v1/router/gpu")):
         done = client(stack, "--json", command)
         assert done.returncode == 0 and done.stdout.startswith("{\n  ")
         assert set(json.loads(done.stdout)) == set(stack.request("GET", path).json())
+
+
+def test_status_says_first_that_ollama_is_down_and_never_shows_a_static_gpu_as_measured(stack_factory):
+    """Issue 14 part 5: the configured "RTX 4000, 20480 MB free" on a host without a GPU is no reading."""
+    stack = stack_factory({"gpu": {"name": "RTX 4000"}}, simulated_gpu=False)  # monitor off: a static snapshot
+    stack.call(stack.sim.stop())
+    stack.app.snapshot.poke()
+    wait_for(lambda: not stack.app.snapshot.ollama_reachable)
+    done = client(stack, "status")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Ollama: NOT REACHABLE from the router; requests fail until it answers")
+    assert lines[3] == "GPU: RTX 4000, 20480 MB total (from the config, not measured)"
+    done = client(stack, "gpu")
+    assert done.stdout.startswith("RTX 4000: from the config, not measured\n")
+    assert done.stdout.splitlines()[3].split() == ["0", "RTX", "4000", "20480", "MB", "-", "-", "-"]
+
+
+def test_gpu_figures_name_their_source():
+    gpu = {"name": "H100", "vramTotalMb": 81559, "vramFreeMb": 60000, "utilizationPct": 12, "snapshotAgeMs": 40}
+    body = {"nodeId": "n", "ollama": {"reachable": True}, "queue": {}, "config": {}}
+    for source, said in (("nvml", "measured by NVML"), ("nvidia-smi", "measured by nvidia-smi")):
+        text = render_status({**body, "gpu": {**gpu, "source": source}})
+        assert text.splitlines()[3] == f"GPU: H100, 81559 MB total, 60000 MB free, 12% busy ({said})"
+        assert render_gpu({**gpu, "source": source}).startswith(f"H100: {said}, read 40 ms ago\n")
+    assert render_status({**body, "gpu": gpu}).splitlines()[3] == "GPU: H100, 81559 MB total, 60000 MB free, 12% busy"
 
 
 def async_job(stack) -> str:
@@ -378,14 +406,14 @@ def test_finished_job_results(stack):
     assert wait_until_finished(stack, failed) == "failed"
     done = client(stack, "result", failed)
     assert done.returncode == 1 and done.stdout == ""
-    assert json.loads(done.stderr)["status"] == "failed"
+    assert done.stderr.startswith("error: 500 job failed: ") and done.stderr.count("\n") == 1
+    assert "{" not in done.stderr, done.stderr  # a readable line, never the raw JSON
 
 
 def test_unknown_job_and_url_encoded_ids(stack):
     for job_id in ("job_nope", "a/../../v1/router/status", "x?y#z"):
         done = client(stack, "job", job_id)
-        assert done.returncode == 1 and done.stdout == ""
-        assert json.loads(done.stderr)["error"]["message"] == "Job not found"
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", "error: 404 job_not_found: Job not found\n")
 
 
 def test_base_path_and_url_prefix(stack_factory):
@@ -409,10 +437,11 @@ def test_client_commands_on_a_secured_router(stack_factory):
         done = client(stack, *args, env=env)
         assert done.returncode == 0, done.stderr
     assert not any(KEY in line for line in stack.log_lines)
-    anonymous = client(stack, "status")
-    assert anonymous.returncode == 1 and json.loads(anonymous.stderr)["error"]["message"] == "API key required"
+    for args in (["status"], ["models"], ["jobs"], ["job", "j1"], ["cancel", "j1"], ["route", "hi"]):
+        done = client(stack, *args)
+        assert (done.returncode, done.stderr) == (1, "error: 401 api_key_required: API key required\n"), args
     wrong = client(stack, "--api-key", "wrong-key-0123456789", "status")
-    assert wrong.returncode == 1 and json.loads(wrong.stderr)["error"]["message"] == "Invalid API key"
+    assert (wrong.returncode, wrong.stderr) == (1, "error: 401 invalid_api_key: Invalid API key\n")
 
 
 def test_https_router(stack_factory, tmp_path):

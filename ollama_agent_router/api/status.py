@@ -25,6 +25,7 @@ def status_body(app: "App") -> dict:
     body = {
         "nodeId": cfg.server.node_id,
         "service": SERVICE,
+        "ollama": {"reachable": app.snapshot.ollama_reachable},  # beyond the original: `oar status` says so
         "queue": app.scheduler.snapshot(),
     }
     gpu = app.snapshot.gpu_json()
