@@ -213,7 +213,8 @@ def test_validate_config_reads_the_managed_file_and_names_lines(tmp_path):
 
 def test_validate_config_refuses_unknown_keys_and_prints_warnings(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(CONFIG_YAML.replace("port: 11435", "port: 11435, prot: 8080").replace("sizeGb: 2,", "sizeGb: 2, priorty: 50,"))
+    cfg.write_text(CONFIG_YAML.replace("port: 11435", "port: 11435, prot: 8080")
+                   .replace("sizeGb: 2,", "sizeGb: 2, priorty: 50,"))
     done = run_cli("validate-config", "-c", str(cfg))
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == (f"{cfg}:1: server.prot: unknown key (did you mean 'port'?)\n"
@@ -315,8 +316,8 @@ def client(stack, *args: str, env: dict[str, str] | None = None) -> subprocess.C
 def test_status_models_gpu_tables_and_json(stack):
     done = client(stack, "status")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Node: test-node (http, base path /)\nOllama: reachable\nQueue: 0 waiting, 0 running\n"
-                                  "GPU: Test GPU, 20480 MB total, ")
+    assert done.stdout.startswith("Node: test-node (http, base path /)\nOllama: reachable\n"
+                                  "Queue: 0 waiting, 0 running\nGPU: Test GPU, 20480 MB total, ")
     assert done.stdout.splitlines()[3].endswith(" (simulated)")
     assert "MODEL" in done.stdout and VIBE in done.stdout
     done = client(stack, "models")

@@ -263,11 +263,11 @@ def _models(root: Section) -> tuple[list[ModelSpec], bool]:
 def _routes(root: Section) -> dict[str, tuple[str, ...]]:
     s = root.section("routes", required=True)
     routes: dict[str, tuple[str, ...]] = {}
-    for task in list(s.data):  # route names are free: each one is known by being read
+    for task in s.data:
+        value = s.raw(task)  # route names are free: reading one makes it known
         if not isinstance(task, str) or not task:
-            s.raw(task)
             s.fail(None, f"route names must be non-empty strings, got {task!r}")
-        elif not isinstance(s.raw(task), list):
+        elif not isinstance(value, list):
             s.fail(task, "must be a list of model names")
         else:
             routes[task] = s.strings(task)
@@ -384,11 +384,10 @@ def _parse_with(read: Callable[[Section], _T], data: Any, source: str | None, te
     return result, ctx.finish()
 
 
-def parse_managed_access(data: Any, *, source: str | None = None, text: str | None = None,
-                         strict: bool = False) -> ManagedAccess:
+def parse_managed_access(data: Any, *, source: str | None = None, text: str | None = None) -> ManagedAccess:
     """The managed access policy (an admin PUT body), defaults applied. Unknown keys are ignored, as the
-    original's admin API ignored them, unless ``strict``."""
-    return _parse_with(access_config.read_managed, data, source, text, strict)[0]
+    original's admin API ignored them."""
+    return _parse_with(access_config.read_managed, data, source, text, False)[0]
 
 
 def parse_managed_file(text: str, source: str, *, strict: bool = False) -> tuple[ManagedAccess, tuple[str, ...]]:

@@ -104,11 +104,11 @@ class Context:
         """The set a reader of the mapping at ``path`` adds each key it looks up to."""
         return self._mappings.setdefault(path, (data, set()))[1]
 
-    def unknown_key(self, path: YamlPath, key: Any, known: Iterable[str]) -> str:
+    def unknown_key(self, path: YamlPath, key: Any, known: Iterable[Any]) -> str:
         """``<file>:<line>: server.prot: unknown key (did you mean 'port'?)``."""
         if not isinstance(key, str):
             return self.at(path, f"unknown key {key!r}")
-        return self.at(path + (key,), "unknown key" + did_you_mean(key, known))
+        return self.at(path + (key,), "unknown key" + did_you_mean(key, (k for k in known if isinstance(k, str))))
 
     def finish(self) -> tuple[str, ...]:
         """Report the keys no reader asked for, raise ConfigError if anything is wrong, else the warnings."""
