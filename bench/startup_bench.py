@@ -23,8 +23,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEAVY = ("asyncio", "sqlite3", "yaml", "pynvml", "ollama_agent_router.config.parse", "ollama_agent_router.http.server",
-         "ollama_agent_router.app", "ollama_agent_router.gpu")
+HEAVY = ("asyncio", "sqlite3", "yaml", "pynvml", "ollama_agent_router.config.parse",
+         "ollama_agent_router.config.reader", "ollama_agent_router.http.server", "ollama_agent_router.app",
+         "ollama_agent_router.gpu")
 _PROBE = (
     "import sys, time, json\n"
     "t = time.perf_counter()\n"

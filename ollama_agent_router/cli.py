@@ -68,12 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--version", action="version", version=__version__, help="print the version")
     p.add_argument("-c", "--config", metavar="PATH", help="config file path")
     _add_client_options(p, True)
-    p.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")
+    p.add_argument("--log-level", metavar="LEVEL",
+                   help="debug, info, warning or error (default: $LOG_LEVEL, else info)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="command", parser_class=_Parser, prog="ollama-agent-router")
     config_opt = argparse.ArgumentParser(add_help=False)
     config_opt.add_argument("-c", "--config", metavar="PATH", default=argparse.SUPPRESS, help="config file path")
+    _add_server_commands(sub, config_opt)
+    _add_setup_commands(sub, config_opt)
+    _add_client_commands(sub)
+    _add_key_commands(sub)
+    help_ = sub.add_parser("help", help="show help for a command")
+    help_.add_argument("topic", nargs="?", metavar="command")
+    p.set_defaults(subparsers=sub)
+    return p
 
+
+def _add_server_commands(sub: Any, config_opt: argparse.ArgumentParser) -> None:
     serve = sub.add_parser("serve", parents=[config_opt], help="run the router")
     serve.add_argument("--simulate", action="store_true",
                        help="start the embedded Ollama simulator and route to it (no Ollama or GPU needed)")
@@ -87,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--fast", action="store_true",
                      help="zero-delay replies and no scheduling, for measuring a router's overhead")
 
+
+def _add_setup_commands(sub: Any, config_opt: argparse.ArgumentParser) -> None:
     init = sub.add_parser("init", help="write a starter config")
     init.add_argument("-o", "--output", default="./ollama-agent-router.yaml", help="where to write it")
     init.add_argument("--wizard", action="store_true", help="ask questions instead (like configure)")
@@ -105,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("validate-config", parents=[config_opt],
                    help="check a config (and its managed access file) without writing anything")
 
+
+def _add_client_commands(sub: Any) -> None:
     client = _add_client_options(argparse.ArgumentParser(add_help=False), False)
     for name, text in (("status", "router status"), ("models", "configured, installed and loaded models"),
                        ("gpu", "GPU snapshot"), ("jobs", "recent async jobs")):
@@ -117,17 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--task-type", help="give the task type instead of letting the router classify")
     route.add_argument("--priority", choices=("low", "normal", "high"))
 
+
+def _add_key_commands(sub: Any) -> None:
     gen = sub.add_parser("gen-key", help="generate an API key and its hash for the config")
     gen.add_argument("--scheme", default="sha256", help="hash scheme: sha256 (default), pbkdf2-sha256 or scrypt")
     gen.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print {key, keyHash}")
     hk = sub.add_parser("hash-key", help="hash an API key for the config (reads it from stdin without an argument)")
     hk.add_argument("key", nargs="?", help="the key; omit it to keep it out of the shell history")
     hk.add_argument("--scheme", default="sha256", help="hash scheme: sha256 (default), pbkdf2-sha256 or scrypt")
-
-    help_ = sub.add_parser("help", help="show help for a command")
-    help_.add_argument("topic", nargs="?", metavar="command")
-    p.set_defaults(subparsers=sub)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,18 +179,19 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from .commands.serve import serve
 
         return serve(args.config, simulate=args.simulate, host=args.host, port=args.port,
-                     log_level=args.log_level or "info")
+                     log_level=log_level(args.log_level))
     if command == "simulate":
         from .commands.serve import simulate
 
-        return simulate(args.config, args.host, args.port, args.log_level or "info", fast=args.fast)
+        return simulate(args.config, args.host, args.port, log_level(args.log_level), fast=args.fast)
     if command in ("init", "configure"):
         return _configure(args)
     if command == "validate-config":
-        from .config.parse import find_config, load_config_file
+        from .config.files import find_config, load_config_file
 
         path = find_config(args.config)
-        load_config_file(path, bootstrap=False)
+        for warning in load_config_file(path, bootstrap=False, strict=True).warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"Config is valid: {path}")
         return 0
     if command in ("gen-key", "hash-key"):
@@ -191,6 +204,22 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         router = {k: v for k, v in (("taskType", args.task_type), ("priority", args.priority)) if v}
         return client.run(target, client.route_command(args.prompt, router), as_json=args.json)
     return client.run(target, client.COMMANDS[command], job_id=getattr(args, "job_id", None), as_json=args.json)
+
+
+# The original's pino names that ours lack; "silent" has nothing to show below critical.
+_PINO_LEVELS = {"trace": "debug", "fatal": "critical", "silent": "critical"}
+
+
+def log_level(flag: str | None) -> str:
+    """``--log-level``, else ``$LOG_LEVEL`` (the original's variable), else info."""
+    from .log import LEVELS
+
+    value = flag or os.environ.get("LOG_LEVEL") or "info"
+    level = _PINO_LEVELS.get(value.strip().lower(), value.strip().lower())
+    if level not in LEVELS:
+        origin = "--log-level" if flag else "LOG_LEVEL"
+        raise CliError(f"error: unknown log level {value!r} ({origin}): use debug, info, warning or error")
+    return level
 
 
 def _configure(args: argparse.Namespace) -> int:

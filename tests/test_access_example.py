@@ -9,7 +9,8 @@ import yaml
 from access_support import ADMIN_HASH, ADMIN_KEY, KEYS, bearer, secret
 from conftest import chat_body
 
-from ollama_agent_router.config import parse as cfgmod
+from ollama_agent_router.config.files import load_config_file
+from ollama_agent_router.config.reader import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "gex44-secured.yaml"
 PLACEHOLDERS = {
@@ -28,15 +29,15 @@ def filled_in(tmp_path: Path) -> str:
 
 
 def test_shipped_example_refuses_to_start_until_the_hashes_are_replaced():
-    with pytest.raises(cfgmod.ConfigError) as e:
-        cfgmod.load_config_file(str(EXAMPLE), bootstrap=False)
+    with pytest.raises(ConfigError) as e:
+        load_config_file(str(EXAMPLE), bootstrap=False)
     assert len(e.value.errors) == 3 and all("sha256:<64 hex chars>" in err for err in e.value.errors)
 
 
 def test_filled_in_example_locks_every_plane(tmp_path, stack_factory):
     path = tmp_path / "config.yaml"
     path.write_text(filled_in(tmp_path))
-    config = cfgmod.load_config_file(str(path))
+    config = load_config_file(str(path))
     assert (tmp_path / "access.yaml").exists()
     planes = config.access.managed.planes
     assert all(p.enabled and p.auth.require_api_key and p.auth.anonymous == "reject" for p in planes.values())

@@ -6,12 +6,15 @@ import fcntl
 import hashlib
 import ipaddress
 import os
+import re
 import stat
+import time
 
 import pytest
 import yaml
 from access_support import access, api_key, plane
 from conftest import _ListStream, make_config
+from test_config import billion_laughs
 
 from ollama_agent_router.access.control import AccessControl, changed_keys
 from ollama_agent_router.access.keys import (
@@ -37,6 +40,7 @@ from ollama_agent_router.access.netaddr import (
 )
 from ollama_agent_router.access.tlsauth import CertPolicy, PeerCert, parse_subject_pattern
 from ollama_agent_router.config import parse as cfgmod
+from ollama_agent_router.config.reader import ConfigError
 from ollama_agent_router.config.schema import ApiKey, ManagedAccess
 from ollama_agent_router.errors import HttpError
 from ollama_agent_router.log import Logger
@@ -232,7 +236,7 @@ def test_changed_keys():
 
 def test_bad_subject_pattern_fails_at_boot(tmp_path):
     override = access(path=str(tmp_path / "a.yaml"), admin={"clientCert": {"allowedSubjects": ["kong"]}})
-    with pytest.raises(cfgmod.ConfigError, match="allowedSubjects"):
+    with pytest.raises(ConfigError, match="allowedSubjects"):
         AccessControl(make_config(override))
 
 
@@ -279,8 +283,19 @@ def test_store_bootstraps_with_mode_0600_and_quoted_timestamps(tmp_path):
 
 
 def test_store_without_bootstrap_needs_the_file(tmp_path):
-    with pytest.raises(cfgmod.ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="not found"):
         store(tmp_path, bootstrap=False)
+
+
+def test_store_refuses_a_billion_laughs_on_reload_and_keeps_its_policy(tmp_path):
+    """Issue 15 item 10: a 7-level block here, then SIGHUP, froze the router for 15 s at 1 GB before the cap."""
+    s = store(tmp_path)
+    path = tmp_path / "access.yaml"
+    path.write_text(path.read_text() + billion_laughs())
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:\d+: invalid YAML: the aliases"):
+        s.reload()
+    assert time.perf_counter() - started < 0.5 and s.current == ManagedAccess()
 
 
 def test_store_version_mismatch(tmp_path):

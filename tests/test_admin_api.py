@@ -298,6 +298,19 @@ def test_broken_file_on_reload_keeps_the_current_policy(stack_factory, tmp_path)
     assert chat(stack, secret("std")).status == 200
 
 
+def test_unknown_key_on_reload_is_a_warning_and_the_file_is_used(stack_factory, tmp_path):
+    stack = admin_stack(stack_factory, tmp_path)
+    path = tmp_path / "access.yaml"
+    edited = yaml.safe_load(path.read_text())
+    edited["apiKeys"].append({**api_key("std2", ["standalone"]), "scoeps": ["runtimeAgent"]})
+    path.write_text(yaml.safe_dump(edited))
+    stack.run(stack.app.reload_access)
+    assert chat(stack, secret("std2")).status == 200
+    (warning,) = [json.loads(line) for line in stack.log_lines if "config_warning" in line]
+    assert warning["level"] == "warning" and warning["message"].startswith(f"{path}:")
+    assert warning["message"].endswith(": apiKeys[1].scoeps: unknown key (did you mean 'scopes'?)")
+
+
 def test_changes_survive_a_restart(stack_factory, tmp_path):
     stack = admin_stack(stack_factory, tmp_path)
     assert stack.request("POST", KEYS_PATH, api_key("std2", ["standalone"]), admin_headers()).status == 201

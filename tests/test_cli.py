@@ -19,7 +19,8 @@ import pytest
 from conftest import QWEN, VIBE, chat_body, wait_for
 
 from ollama_agent_router import __version__
-from ollama_agent_router.commands.client import join_url, render_route
+from ollama_agent_router.cli import CliError, log_level
+from ollama_agent_router.commands.client import join_url, render_gpu, render_route, render_status
 from ollama_agent_router.commands.serve import bundled_config
 from ollama_agent_router.simulator.run import Fault
 
@@ -125,7 +126,8 @@ def test_version_from_every_entry_point():
 def test_client_path_stays_light():
     """What ``oar status`` imports: no server, no asyncio, no YAML, no sqlite, no pynvml (bench/startup_bench.py
     measures the time)."""
-    heavy = ("asyncio", "yaml", "sqlite3", "pynvml", "ollama_agent_router.config.parse", "ollama_agent_router.http.server")
+    heavy = ("asyncio", "yaml", "sqlite3", "pynvml", "ollama_agent_router.config.parse",
+             "ollama_agent_router.config.reader", "ollama_agent_router.http.server")
     code = f"import sys, ollama_agent_router.cli, ollama_agent_router.commands.client; print([m for m in {heavy!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=True)
     assert done.stdout == "[]\n"
@@ -210,6 +212,35 @@ def test_validate_config_reads_the_managed_file_and_names_lines(tmp_path):
     assert done.stderr == f"{cfg}:1: server.port: must be an integer >= 1 and <= 65535, got a string\n"
 
 
+def test_validate_config_refuses_unknown_keys_and_prints_warnings(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG_YAML.replace("port: 11435", "port: 11435, prot: 8080")
+                   .replace("sizeGb: 2,", "sizeGb: 2, priorty: 50,"))
+    done = run_cli("validate-config", "-c", str(cfg))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (f"{cfg}:1: server.prot: unknown key (did you mean 'port'?)\n"
+                           f"{cfg}:11: models[0].priorty: unknown key (did you mean 'priority'?)\n")
+    cfg.write_text(CONFIG_YAML.replace("sizeGb: 2,", "sizeGb: 2, purpose: [sumarize],"))
+    done = run_cli("validate-config", "-c", str(cfg))
+    assert (done.returncode, done.stdout) == (0, f"Config is valid: {cfg}\n")
+    assert done.stderr.startswith(f"warning: {cfg}:11: models[0].purpose[0]: 'sumarize' is neither a core task type")
+    assert done.stderr.endswith(" (did you mean 'summarize'?)\n") and done.stderr.count("\n") == 1
+
+
+def test_serve_starts_with_unknown_keys_and_warns_once_per_key(tmp_path):
+    (tmp_path / "c.yaml").write_text(CONFIG_YAML.replace("port: 11435", "port: 11435, prot: 8080")
+                                     + "logging: {level: debug}\n")
+    served = Served([sys.executable, "-m", "ollama_agent_router", "serve", "-c", "c.yaml", "--simulate",
+                     "--port", "0"], cwd=tmp_path)
+    try:
+        records = [json.loads(line) for line in served.output.decode().splitlines() if line.startswith("{")]
+        warnings = [r["message"] for r in records if r["event"] == "config_warning"]
+        assert warnings == [f"{tmp_path / 'c.yaml'}:14: logging: unknown key",
+                            f"{tmp_path / 'c.yaml'}:1: server.prot: unknown key (did you mean 'port'?)"]
+    finally:
+        assert served.stop() == 0
+
+
 def test_config_lookup_errors(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -241,10 +272,28 @@ def test_init_writes_a_valid_starter_and_refuses_to_overwrite(tmp_path):
     assert (tmp_path / "sub/x.yaml").read_text() == before
 
 
+def test_log_level_comes_from_the_flag_then_LOG_LEVEL_then_info(monkeypatch):
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
+    assert log_level(None) == "info" and log_level("DEBUG") == "debug"
+    monkeypatch.setenv("LOG_LEVEL", "warn")
+    assert log_level(None) == "warn" and log_level("error") == "error"
+    monkeypatch.setenv("LOG_LEVEL", "trace")  # pino's names, as the original's users set them
+    assert log_level(None) == "debug"
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    with pytest.raises(CliError, match=r"^error: unknown log level 'verbose' \(LOG_LEVEL\): use debug, info"):
+        log_level(None)
+    assert log_level("info") == "info"  # the flag wins even over a bad variable
+    done = run_cli("serve", env=cli_env(LOG_LEVEL="verbose"))
+    assert (done.returncode, done.stderr) == (1, "error: unknown log level 'verbose' (LOG_LEVEL): use debug, info,"
+                                                 " warning or error\n")
+
+
 def test_serve_overrides_and_graceful_stop(tmp_path):
     (tmp_path / "c.yaml").write_text(CONFIG_YAML)
+    # The "listening" line is at info: seen only because --log-level wins over LOG_LEVEL.
     served = Served([sys.executable, "-m", "ollama_agent_router", "serve", "-c", "c.yaml", "--simulate",
-                     "--host", "127.0.0.1", "--port", "0", "--log-level", "debug"], cwd=tmp_path)
+                     "--host", "127.0.0.1", "--port", "0", "--log-level", "debug"], cwd=tmp_path,
+                    env=cli_env(LOG_LEVEL="error"))
     try:
         status, body = post_json(served.port, "/v1/chat/completions", chat_body("Hello there"))
         assert status == 200 and body["router"]["selectedModel"] == "llama3.2:3b"
@@ -268,7 +317,9 @@ def client(stack, *args: str, env: dict[str, str] | None = None) -> subprocess.C
 def test_status_models_gpu_tables_and_json(stack):
     done = client(stack, "status")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Node: test-node (http, base path /)\nQueue: 0 waiting, 0 running\nGPU: Test GPU")
+    assert done.stdout.startswith("Node: test-node (http, base path /)\nOllama: reachable\n"
+                                  "Queue: 0 waiting, 0 running\nGPU: Test GPU, 20480 MB total, ")
+    assert done.stdout.splitlines()[3].endswith(" (simulated)")
     assert "MODEL" in done.stdout and VIBE in done.stdout
     done = client(stack, "models")
     assert done.returncode == 0
@@ -276,11 +327,37 @@ def test_status_models_gpu_tables_and_json(stack):
     assert header.split()[:3] == ["MODEL", "SIZE", "GB"] and len(rows) == 4
     assert rows[0].split()[:3] == [VIBE, "3.6", "low"] and " yes " in rows[0]  # installed in the simulator
     done = client(stack, "gpu")
-    assert done.returncode == 0 and "Test GPU via simulated" in done.stdout and "20480 MB" in done.stdout
+    assert done.returncode == 0 and "Test GPU: simulated" in done.stdout and "20480 MB" in done.stdout
     for command, path in (("status", "/v1/router/status"), ("models", "/v1/router/models"), ("gpu", "/v1/router/gpu")):
         done = client(stack, "--json", command)
         assert done.returncode == 0 and done.stdout.startswith("{\n  ")
         assert set(json.loads(done.stdout)) == set(stack.request("GET", path).json())
+
+
+def test_status_says_first_that_ollama_is_down_and_never_shows_a_static_gpu_as_measured(stack_factory):
+    """Issue 14 part 5: the configured "RTX 4000, 20480 MB free" on a host without a GPU is no reading."""
+    stack = stack_factory({"gpu": {"name": "RTX 4000"}}, simulated_gpu=False)  # monitor off: a static snapshot
+    stack.call(stack.sim.stop())
+    stack.app.snapshot.poke()
+    wait_for(lambda: not stack.app.snapshot.ollama_reachable)
+    done = client(stack, "status")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Ollama: NOT REACHABLE from the router; requests fail until it answers")
+    assert lines[3] == "GPU: RTX 4000, 20480 MB total (from the config, not measured)"
+    done = client(stack, "gpu")
+    assert done.stdout.startswith("RTX 4000: from the config, not measured\n")
+    assert done.stdout.splitlines()[3].split() == ["0", "RTX", "4000", "20480", "MB", "-", "-", "-"]
+
+
+def test_gpu_figures_name_their_source():
+    gpu = {"name": "H100", "vramTotalMb": 81559, "vramFreeMb": 60000, "utilizationPct": 12, "snapshotAgeMs": 40}
+    body = {"nodeId": "n", "ollama": {"reachable": True}, "queue": {}, "config": {}}
+    for source, said in (("nvml", "measured by NVML"), ("nvidia-smi", "measured by nvidia-smi")):
+        text = render_status({**body, "gpu": {**gpu, "source": source}})
+        assert text.splitlines()[3] == f"GPU: H100, 81559 MB total, 60000 MB free, 12% busy ({said})"
+        assert render_gpu({**gpu, "source": source}).startswith(f"H100: {said}, read 40 ms ago\n")
+    assert render_status({**body, "gpu": gpu}).splitlines()[3] == "GPU: H100, 81559 MB total, 60000 MB free, 12% busy"
 
 
 def async_job(stack) -> str:
@@ -331,14 +408,14 @@ def test_finished_job_results(stack):
     assert wait_until_finished(stack, failed) == "failed"
     done = client(stack, "result", failed)
     assert done.returncode == 1 and done.stdout == ""
-    assert json.loads(done.stderr)["status"] == "failed"
+    assert done.stderr.startswith("error: 500 job failed: ") and done.stderr.count("\n") == 1
+    assert "{" not in done.stderr, done.stderr  # a readable line, never the raw JSON
 
 
 def test_unknown_job_and_url_encoded_ids(stack):
     for job_id in ("job_nope", "a/../../v1/router/status", "x?y#z"):
         done = client(stack, "job", job_id)
-        assert done.returncode == 1 and done.stdout == ""
-        assert json.loads(done.stderr)["error"]["message"] == "Job not found"
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", "error: 404 job_not_found: Job not found\n")
 
 
 def test_base_path_and_url_prefix(stack_factory):
@@ -362,10 +439,11 @@ def test_client_commands_on_a_secured_router(stack_factory):
         done = client(stack, *args, env=env)
         assert done.returncode == 0, done.stderr
     assert not any(KEY in line for line in stack.log_lines)
-    anonymous = client(stack, "status")
-    assert anonymous.returncode == 1 and json.loads(anonymous.stderr)["error"]["message"] == "API key required"
+    for args in (["status"], ["models"], ["jobs"], ["job", "j1"], ["cancel", "j1"], ["route", "hi"]):
+        done = client(stack, *args)
+        assert (done.returncode, done.stderr) == (1, "error: 401 api_key_required: API key required\n"), args
     wrong = client(stack, "--api-key", "wrong-key-0123456789", "status")
-    assert wrong.returncode == 1 and json.loads(wrong.stderr)["error"]["message"] == "Invalid API key"
+    assert (wrong.returncode, wrong.stderr) == (1, "error: 401 invalid_api_key: Invalid API key\n")
 
 
 def test_https_router(stack_factory, tmp_path):

@@ -7,13 +7,17 @@ import datetime
 import os
 import re
 import stat
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ollama_agent_router.config import files
 from ollama_agent_router.config import parse as cfg
-from ollama_agent_router.config.parse import ConfigError
+from ollama_agent_router.config.access import managed_to_json
+from ollama_agent_router.config.reader import ConfigError, load_yaml
 from ollama_agent_router.config.schema import ApiKey, ManagedAccess, PlaneAuth, PlaneConfig, TrafficLimit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +86,7 @@ def write(path: Path, data) -> Path:
 
 
 def test_gex44_parses_with_gpt_oss_exclusive():
-    config = cfg.load_config_file(str(EXAMPLE))
+    config = files.load_config_file(str(EXAMPLE))
     gpt = config.model("gpt-oss:20b")
     assert gpt is not None and gpt.exclusive is True and gpt.allow_when_busy is False
     assert gpt.size_gb == 14 and isinstance(gpt.size_gb, int)
@@ -90,7 +94,7 @@ def test_gex44_parses_with_gpt_oss_exclusive():
     assert config.server.request_body_limit == 8 * 1024 * 1024
     assert config.router.classification.optional_classifier_model == "B-A-M-N/vibethinker:1.5b"
     assert config.routes["planning"] == ("gpt-oss:20b",)
-    assert config.model("B-A-M-N/vibethinker:1.5b").tags == ("fast", "small")
+    assert config.model("B-A-M-N/vibethinker:1.5b").purpose == ("triage", "simple_chat", "summarize")
     assert config.access.present is False and config.path == str(EXAMPLE)
 
 
@@ -99,7 +103,7 @@ def test_packaged_profile_is_the_example_plus_an_embedder():
     embedder = packaged["models"].pop()
     assert packaged == example
     assert "embedding" in embedder["purpose"] and embedder["name"] not in {m for r in example["routes"].values() for m in r}
-    assert cfg.load_config_file(str(PACKAGED)).models[:-1] == cfg.load_config_file(str(EXAMPLE)).models
+    assert files.load_config_file(str(PACKAGED)).models[:-1] == files.load_config_file(str(EXAMPLE)).models
 
 
 def test_route_to_missing_model_is_rejected():
@@ -128,7 +132,7 @@ def test_missing_managed_file_is_bootstrapped(tmp_path):
     inline = {"planes": {"runtimeAgent": {"enabled": False}}}
     data["access"] = {"managedConfigPath": "access.yaml", "managed": inline}
     path = write(tmp_path / "config.yaml", data)
-    config = cfg.load_config_file(str(path))
+    config = files.load_config_file(str(path))
     managed = tmp_path / "access.yaml"
     assert config.access.managed_config_path == str(managed)
     assert "standalone:" in managed.read_text()
@@ -190,8 +194,7 @@ def test_bad_body_limit_names_the_setting():
     (message,) = errors_of(data)
     assert message.startswith("server.requestBodyLimit: invalid size '8m'")
     data["server"]["requestBodyLimit"] = "1.5 MB"
-    server = cfg.parse_config(data).server
-    assert (server.request_body_limit, server.request_body_limit_text) == (1572864, "1.5 MB")
+    assert cfg.parse_config(data).server.request_body_limit == 1572864
 
 
 @pytest.mark.parametrize(
@@ -205,7 +208,7 @@ def test_base_path_normalisation(raw, normal):
 
 
 def test_yaml_1_1_traps_read_as_1_2():
-    data = cfg.load_yaml(
+    data = load_yaml(
         "a: yes\nb: on\nc: 1:30\nd: 017\ne: 2001-12-14\nf: 0o17\ng: [qwen2.5-coder:7b, gpt-oss:20b]\n"
         "h: True\ni: ~\nj: 0x1F\nk: 1e3\nl: n\nm: 2026-11-27T09:33:00.230Z\n"
     )
@@ -229,9 +232,41 @@ def test_yaml_1_1_traps_read_as_1_2():
 
 def test_yaml_errors_carry_file_and_line():
     with pytest.raises(ConfigError, match=r"^/x\.yaml:3: invalid YAML"):
-        cfg.load_yaml("a: 1\nb: [1,\nc: : :\n", source="/x.yaml")
+        load_yaml("a: 1\nb: [1,\nc: : :\n", source="/x.yaml")
     with pytest.raises(ConfigError, match=r"^/x\.yaml:3: invalid YAML: duplicate key 'a'"):
-        cfg.load_yaml("a: 1\nb: 2\na: 3\n", source="/x.yaml")
+        load_yaml("a: 1\nb: 2\na: 3\n", source="/x.yaml")
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """``levels`` levels of nine aliases each: a few hundred bytes that expand to 9**levels strings."""
+    lines = ['  lol0: &a0 "lol"'] + [f"  lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "laughs:\n" + "\n".join(lines) + "\n"
+
+
+def test_billion_laughs_is_refused_at_once(tmp_path):
+    """Issue 15 item 10: before the cap, 7 levels took validate-config 13 s and 1.1 GB, 9 levels far longer."""
+    path = tmp_path / "c.yaml"
+    path.write_text(EXAMPLE.read_text() + billion_laughs())
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ConfigError) as info:
+            files.load_config_file(str(path), bootstrap=False, strict=True)
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    line = len(EXAMPLE.read_text().splitlines()) + 7  # lol5: its first alias passes the cap
+    assert info.value.errors == [f"{path}:{line}: invalid YAML: the aliases (*name) of this document expand to more"
+                                 " than 10000 values; write the values out instead"]
+    assert elapsed < 0.5 and peak < 8 * 1024 * 1024, (elapsed, peak)
+
+
+def test_a_few_aliases_still_work_and_recursive_ones_are_refused():
+    assert load_yaml("fast: &fast [a, b]\nroutes: {triage: *fast, unknown: *fast}\n")["routes"]["unknown"] == ["a", "b"]
+    for text in ("a: &x [1, *x]\n", "a: &x {b: *x}\n"):
+        with pytest.raises(ConfigError, match=r"^/x\.yaml:1: invalid YAML: an alias inside the node it names"):
+            load_yaml(text, source="/x.yaml")
 
 
 def test_yes_is_not_a_boolean_in_the_config():
@@ -250,7 +285,7 @@ def test_errors_name_file_line_and_path(tmp_path):
     text = path.read_text()
     line = next(i for i, s in enumerate(text.splitlines(), 1) if "sizeGb: 0" in s)
     with pytest.raises(ConfigError) as info:
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
     assert info.value.errors == [f"{path}:{line}: models[2].sizeGb: must be a number > 0, got 0"]
     assert str(info.value) == info.value.errors[0]
 
@@ -289,6 +324,103 @@ def test_defaults_types_and_unknown_keys():
     assert config.router.default_task_type == "unknown" and config.queue.default_priority == "normal"
     assert config.jobs.store == "memory" and config.access.admin.allowed_ips == ("127.0.0.1", "::1")
     assert config.path is None
+    assert config.warnings == (  # the original dropped unknown keys silently; here they are warnings
+        "models[0].tags[0]: 'fast' is neither a core task type nor a route name, so only requests that give it"
+        " as router.taskType match it",
+        "logging: unknown key",
+        "models[0].publicBaseUrl: unknown key",
+    )
+
+
+# --- Mistakes that do not stop a config (issue 14 part 4) ------------------------------------------------
+
+TYPOS = """\
+server:
+  host: 127.0.0.1
+  prot: 8080
+  port: 11435
+  requestBodyLimit: 8mb
+  https: {enabled: false, certPth: x}
+"""
+
+
+def typo_config() -> tuple[dict, str]:
+    """``base()`` as YAML text with misspelt keys at several depths, so that lines can be checked."""
+    data = base()
+    del data["server"]
+    data["models"][0]["priorty"] = 70
+    data["access"] = {"admin": {"clientCert": {"requird": True}}}
+    text = TYPOS + yaml.safe_dump(data, sort_keys=False)
+    return yaml.safe_load(text), text
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_unknown_keys_are_errors_when_strict_with_line_path_and_suggestion():
+    data, text = typo_config()
+    with pytest.raises(ConfigError) as info:
+        cfg.parse_config(data, source="/c.yaml", text=text, strict=True)
+    assert info.value.errors == [
+        "/c.yaml:3: server.prot: unknown key (did you mean 'port'?)",
+        "/c.yaml:6: server.https.certPth: unknown key (did you mean 'certPath'?)",
+        f"/c.yaml:{line_of(text, 'priorty')}: models[0].priorty: unknown key (did you mean 'priority'?)",
+        f"/c.yaml:{line_of(text, 'requird')}: access.admin.clientCert.requird: unknown key (did you mean 'required'?)",
+    ]
+
+
+def test_unknown_keys_are_one_warning_each_otherwise_and_the_config_is_used():
+    data, text = typo_config()
+    config = cfg.parse_config(data, source="/c.yaml", text=text)
+    assert config.server.port == 11435 and config.models[0].priority == 50
+    with pytest.raises(ConfigError) as info:
+        cfg.parse_config(data, source="/c.yaml", text=text, strict=True)
+    assert list(config.warnings) == info.value.errors
+
+
+def test_every_known_key_is_known():
+    """The shipped examples and everything configure writes use only known keys (no warning at all)."""
+    for path in (EXAMPLE, REPO / "ollama_agent_router" / "data" / "starter.yaml"):
+        assert files.load_config_file(str(path), bootstrap=False, strict=True).warnings == ()
+    data = base()
+    data["1"] = 2
+    data["routes"]["planning"] = ["vibethinker"]  # a route name is free
+    data["models"][0]["purpose"] = ["planning", "code_generate"]
+    assert cfg.parse_config(data).warnings == ("1: unknown key",)
+    data["server"][7] = "x"
+    assert cfg.parse_config(data).warnings == ("1: unknown key", "server: unknown key 7")
+
+
+def test_a_purpose_or_tag_naming_no_task_type_is_a_warning_with_a_suggestion():
+    data = base()
+    data["models"][0].update(purpose=["code_genrate", "triage"], tags=["zzz"])
+    text = yaml.safe_dump(data, sort_keys=False)
+    config = cfg.parse_config(data, source="/c.yaml", text=text, strict=True)  # a warning even when strict
+    tail = " is neither a core task type nor a route name, so only requests that give it as router.taskType match it"
+    assert config.warnings == (
+        f"/c.yaml:{line_of(text, 'code_genrate')}: models[0].purpose[0]: 'code_genrate'{tail}"
+        " (did you mean 'code_generate'?)",
+        f"/c.yaml:{line_of(text, 'zzz')}: models[0].tags[0]: 'zzz'{tail}",
+    )
+
+
+def test_a_placeholder_hash_says_what_to_run():
+    data = base()
+    data["access"] = {"managed": {"apiKeys": [{"id": "k", "keyHash": "sha256:REPLACE-me", "scopes": ["standalone"]}]}}
+    (message,) = errors_of(data)
+    assert message.endswith("; run `oar gen-key` for a new key and its hash, or `oar hash-key` to hash a key you"
+                            " already have")
+
+
+def test_the_managed_file_s_unknown_keys_follow_the_same_rule(tmp_path):
+    path = write(tmp_path / "c.yaml", {**base(), "access": {"managedConfigPath": "access.yaml"}})
+    (tmp_path / "access.yaml").write_text("version: 1\nplanes:\n  standalone: {enabeld: false}\n")
+    expected = f"{tmp_path / 'access.yaml'}:3: planes.standalone.enabeld: unknown key (did you mean 'enabled'?)"
+    assert files.load_config_file(str(path), bootstrap=False).warnings == (expected,)
+    with pytest.raises(ConfigError) as info:
+        files.load_config_file(str(path), bootstrap=False, strict=True)
+    assert info.value.errors == [expected]
 
 
 def test_new_keys_are_read():
@@ -340,10 +472,15 @@ def test_min_confidence_and_context_bounds():
     ]
 
 
-def test_model_classifier_needs_a_model():
+def test_settings_of_the_original_that_have_no_effect_are_accepted():
+    """docs/migrating.md: the original's configs keep working; these keys change nothing, there or here."""
     data = base()
-    data["router"]["classification"]["mode"] = "model"
-    assert errors_of(data) == ["router.classification.optionalClassifierModel: is required when mode is model"]
+    data["router"]["classification"]["mode"] = "model"  # the original has no model classifier either
+    assert cfg.parse_config(data).router.classification.mode == "model"
+    del data["gpu"]["maxGpuUtilizationPct"]  # required by the original, never read by it
+    cfg.parse_config(data)
+    data["gpu"]["maxGpuUtilizationPct"] = 0  # when given, it still has to be what the original accepted
+    assert errors_of(data) == ["gpu.maxGpuUtilizationPct: must be a number >= 1 and <= 100, got 0"]
 
 
 def test_duplicate_names_and_aliases():
@@ -526,13 +663,13 @@ def test_dump_round_trips_and_quotes_updated_at():
     assert "null" not in text and "None" not in text
     assert [line.split(":")[0] for line in text.splitlines() if not line.startswith((" ", "-"))] == [
         "version", "planes", "apiKeys", "updatedAt"]
-    assert cfg.parse_managed_access(cfg.load_yaml(text)) == m
+    assert cfg.parse_managed_access(load_yaml(text)) == m
     assert cfg.parse_managed_access(yaml.safe_load(text)) == m  # a YAML 1.1 reader sees the same
     assert cfg.dump_managed_access(ManagedAccess()).splitlines()[-1] == "apiKeys: []"
 
 
 def test_managed_to_json_shape():
-    out = cfg.managed_to_json(sample_managed())
+    out = managed_to_json(sample_managed())
     assert list(out) == ["version", "planes", "apiKeys", "updatedAt"]
     assert out["planes"]["runtimeAgent"] == {
         "enabled": True,
@@ -551,7 +688,7 @@ def test_existing_managed_file_replaces_inline_policy(tmp_path):
     # As the original writes it: updatedAt unquoted.
     original = "version: 3\nplanes: {}\napiKeys: []\nupdatedAt: 2026-11-27T09:33:00.230Z\n"
     write(tmp_path / "state" / "access.yaml", original)
-    managed = cfg.load_config_file(str(path)).access.managed
+    managed = files.load_config_file(str(path)).access.managed
     assert (managed.version, managed.updated_at) == (3, "2026-11-27T09:33:00.230Z")
 
 
@@ -564,10 +701,10 @@ def test_bad_managed_file_names_its_path_and_line(tmp_path):
     for bootstrap in (True, False):
         expected = rf"^{re.escape(str(managed))}:4: apiKeys\[0\]\.keyHash: keyHash must use"
         with pytest.raises(ConfigError, match=expected):
-            cfg.load_config_file(str(path), bootstrap=bootstrap)
+            files.load_config_file(str(path), bootstrap=bootstrap)
     write(managed, "")
     with pytest.raises(ConfigError, match="must be a mapping, got null"):
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
 
 
 def test_validation_without_bootstrap_writes_nothing(tmp_path):
@@ -575,7 +712,7 @@ def test_validation_without_bootstrap_writes_nothing(tmp_path):
     data["access"] = {"managedConfigPath": "state/access.yaml"}
     path = write(tmp_path / "config.yaml", data)
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    config = cfg.load_config(str(path), bootstrap=False)
+    config = files.load_config(str(path), bootstrap=False)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert config.access.managed == ManagedAccess()
 
@@ -585,7 +722,7 @@ def test_missing_managed_file_without_bootstrap_is_an_error(tmp_path):
     data["access"] = {"managedConfigPath": "access.yaml", "bootstrapIfMissing": False}
     path = write(tmp_path / "config.yaml", data)
     with pytest.raises(ConfigError, match=re.escape(f"Managed access file not found: {tmp_path / 'access.yaml'}")):
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
 
 
 def test_bootstrap_failure_is_a_config_error(tmp_path, monkeypatch):
@@ -596,14 +733,14 @@ def test_bootstrap_failure_is_a_config_error(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(cfg, "atomic_write_text", read_only)
+    monkeypatch.setattr(files, "atomic_write_text", read_only)
     with pytest.raises(ConfigError, match="Cannot create the managed access file .*: Read-only file system"):
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
     blocker = write(tmp_path / "file", "x")
     data["access"] = {"managedConfigPath": str(blocker / "access.yaml")}
     write(path, data)
     with pytest.raises(ConfigError, match="access.yaml: cannot read: Not a directory"):
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
 
 
 def test_unwritable_managed_directory_fails_at_boot_only_with_admin(tmp_path, monkeypatch):
@@ -611,11 +748,11 @@ def test_unwritable_managed_directory_fails_at_boot_only_with_admin(tmp_path, mo
     data["access"]["managedConfigPath"] = "state/access.yaml"
     path = write(tmp_path / "config.yaml", data)
     write(tmp_path / "state" / "access.yaml", "version: 2\n")
-    assert cfg.load_config_file(str(path)).access.managed.version == 2
-    monkeypatch.setattr(cfg.os, "access", lambda *args, **kwargs: False)
-    assert cfg.load_config_file(str(path), bootstrap=False).access.managed.version == 2
+    assert files.load_config_file(str(path)).access.managed.version == 2
+    monkeypatch.setattr(files.os, "access", lambda *args, **kwargs: False)
+    assert files.load_config_file(str(path), bootstrap=False).access.managed.version == 2
     with pytest.raises(ConfigError, match=r"the directory .*/state is not writable"):
-        cfg.load_config_file(str(path))
+        files.load_config_file(str(path))
 
 
 # --- Lookup ------------------------------------------------------------------------------------------
@@ -634,34 +771,34 @@ def places(tmp_path, monkeypatch):
 
 def test_lookup_order(places):
     cwd, home = places
-    assert cfg.lookup_paths(None) == [
+    assert files.lookup_paths(None) == [
         str(cwd / "ollama-agent-router.yaml"),
         str(home / ".config" / "ollama-agent-router" / "config.yaml"),
         "/etc/ollama-agent-router/config.yaml",
     ]
-    assert cfg.lookup_paths("x.yaml") == [str(cwd / "x.yaml")]
+    assert files.lookup_paths("x.yaml") == [str(cwd / "x.yaml")]
     home_file = write(home / ".config" / "ollama-agent-router" / "config.yaml", base())
     if not os.path.exists("/etc/ollama-agent-router/config.yaml"):
-        assert cfg.find_config(None) == str(home_file)
+        assert files.find_config(None) == str(home_file)
     local = write(cwd / "ollama-agent-router.yaml", base())
-    assert cfg.find_config(None) == str(local)
-    assert cfg.load_config().path == str(local)
+    assert files.find_config(None) == str(local)
+    assert files.load_config().path == str(local)
 
 
 def test_explicit_missing_config_never_falls_back(places):
     cwd, _ = places
     write(cwd / "ollama-agent-router.yaml", base())
     with pytest.raises(ConfigError, match=re.escape(f"Config file not found: {cwd / 'missing.yaml'}")):
-        cfg.load_config("missing.yaml")
+        files.load_config("missing.yaml")
     with pytest.raises(ConfigError, match="Config file not found"):
-        cfg.load_config_file(str(cwd / "missing.yaml"))
+        files.load_config_file(str(cwd / "missing.yaml"))
 
 
 @pytest.mark.skipif(os.path.exists("/etc/ollama-agent-router/config.yaml"), reason="a system config exists")
 def test_no_config_found(places):
     with pytest.raises(ConfigError) as info:
-        cfg.find_config(None)
-    assert str(info.value) == "No config file found. Tried: " + ", ".join(cfg.lookup_paths(None))
+        files.find_config(None)
+    assert str(info.value) == "No config file found. Tried: " + ", ".join(files.lookup_paths(None))
 
 
 def test_relative_paths_resolve_against_the_config_directory(tmp_path):
@@ -669,7 +806,7 @@ def test_relative_paths_resolve_against_the_config_directory(tmp_path):
     data["jobs"].update(store="sqlite", sqlitePath="db/jobs.sqlite")
     data["access"] = {"managedConfigPath": "../state/access.yaml", "admin": {"auditLogPath": "audit.jsonl"}}
     path = write(tmp_path / "etc" / "config.yaml", data)
-    config = cfg.load_config_file(str(path))
+    config = files.load_config_file(str(path))
     assert config.jobs.sqlite_path == str(tmp_path / "etc" / "db" / "jobs.sqlite")
     assert config.access.managed_config_path == str(tmp_path / "state" / "access.yaml")
     assert config.access.admin.audit_log_path == str(tmp_path / "etc" / "audit.jsonl")

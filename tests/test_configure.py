@@ -12,20 +12,7 @@ from conftest import QWEN, VIBE, chat_body
 from test_cli import Served, cli_env, post_json, run_cli
 
 from ollama_agent_router.access.keys import hash_key
-from ollama_agent_router.commands.configure import (
-    NO_MODELS,
-    ConfigureError,
-    Options,
-    Prompter,
-    access_section,
-    configure,
-    generate,
-    infer_role,
-    load_answers,
-    render_detection,
-    render_summary,
-    to_yaml,
-)
+from ollama_agent_router.commands.configure import Options, Prompter, configure, render_detection, render_summary
 from ollama_agent_router.commands.detect import (
     Detection,
     Gpu,
@@ -34,7 +21,17 @@ from ollama_agent_router.commands.detect import (
     detect,
     ollama_base_url,
 )
-from ollama_agent_router.config.parse import ConfigError, load_yaml, parse_config
+from ollama_agent_router.commands.generate import (
+    NO_MODELS,
+    ConfigureError,
+    access_section,
+    generate,
+    infer_role,
+    load_answers,
+    to_yaml,
+)
+from ollama_agent_router.config.parse import parse_config
+from ollama_agent_router.config.reader import ConfigError, load_yaml
 from ollama_agent_router.gpu import GpuDevice, GpuUnavailable
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-h200"
@@ -255,8 +252,10 @@ models:
 routes:
   planning: ["qwen2.5-coder:7b"]
 extra: 1
+rutes: {}
 """))
-    assert warnings == [f"{tmp_path / 'answers.yaml'}: unknown section 'extra' ignored"]
+    assert warnings == [f"{tmp_path / 'answers.yaml'}:12: extra: unknown key, ignored",
+                        f"{tmp_path / 'answers.yaml'}:13: rutes: unknown key (did you mean 'routes'?), ignored"]
     config = generate(detection(), answers)
     qwen, vibe = config["models"]
     assert qwen == {"name": "qwen2.5-coder:7b", "sizeGb": 4.7, "purpose": ["code_generate", "planning"], "priority": 71,
@@ -421,14 +420,31 @@ def test_declining_writes_nothing(tmp_path):
         configure(Options(output=str(out)), prompter=Prompter(Script()), detector=detection)
 
 
-def test_prompts_for_a_model_when_none_detected(tmp_path):
+def test_without_ollama_the_wizard_asks_for_the_models(tmp_path, capsys):
+    """Issue 14 part 5: no Ollama answering is no reason to stop; the user names the models."""
     out = tmp_path / "c.yaml"
-    script = Script("n", "", "", "", "", "", "phi3:mini", "abc", "2.2", "n", "y")
-    configure(Options(output=str(out)), prompter=Prompter(script), detector=lambda: detection(models=()))
-    assert script.questions[-5:-2] == ["First Ollama model name (llama3.2:3b): ", "First model size GB (2): ",
-                                       "First model size GB (2): "]
+    script = Script("", "phi3:mini", "2.2 GB", "2.2", "qwen2.5-coder:14b", "9", "", "n", "y")
+    assert configure(Options(output=str(out)), prompter=Prompter(script),
+                     detector=lambda: detection(models=(), reachable=False)) == 0
+    assert script.questions[1:-2] == [
+        "Model name (llama3.2:3b): ", "Size of phi3:mini in GB (2): ", "Size of phi3:mini in GB (2): ",
+        "Another model name (empty when done): ", "Size of qwen2.5-coder:14b in GB (2): ",
+        "Another model name (empty when done): "]
+    printed = capsys.readouterr().out
+    assert "No models detected: Ollama did not answer at http://127.0.0.1:11434. Name the models" in printed
+    assert "the size is a number of gigabytes above 0, such as 4.7" in printed
     config = load_yaml(out.read_text())
-    assert config["models"][0]["name"] == "phi3:mini" and config["models"][0]["sizeGb"] == 2.2
+    assert [(m["name"], m["sizeGb"], m["costClass"]) for m in config["models"]] == [
+        ("phi3:mini", 2.2, "low"), ("qwen2.5-coder:14b", 9, "medium")]
+    assert config["routes"]["code_generate"] == ["qwen2.5-coder:14b"]
+
+
+def test_without_ollama_the_answers_file_gives_the_models(tmp_path):
+    answers = write(tmp_path, "models: {items: [{name: phi3:mini, sizeGb: 2.2}]}\n")
+    out = tmp_path / "c.yaml"
+    assert configure(Options(output=str(out), answers=answers, interactive=False),
+                     detector=lambda: detection(models=(), reachable=False)) == 0
+    assert load_yaml(out.read_text())["models"][0]["name"] == "phi3:mini"
 
 
 def test_dry_run_prints_and_writes_nothing(tmp_path, capsys):
@@ -503,7 +519,10 @@ def test_command_line_errors(tmp_path):
     assert done.stderr == ("bad.yaml:3: models.items[0].role: unknown role 'wizard'"
                            " (expected fast, code, review, heavy, tool)\n")
     done = run_cli("configure", "-y", cwd=tmp_path, env=env)
-    assert (done.returncode, done.stderr) == (1, NO_MODELS + "\n")
+    assert (done.returncode, done.stderr) == (1, (
+        "No models detected: Ollama did not answer at http://127.0.0.1:9. Start Ollama and run configure again,"
+        " list the models in an answers file (--answers; models: {mode: manual, items: [{name: llama3.2:3b,"
+        " sizeGb: 2}]}), or run configure without -y/--non-interactive to type them in.\n"))
     assert list(tmp_path.iterdir()) == [tmp_path / "bad.yaml"]
 
 

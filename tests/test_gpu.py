@@ -42,7 +42,6 @@ def config(*, provider="nvidia", enabled=True, interval_ms=1000, name="RTX 4000 
     return GpuConfig(
         vram_total_mb=20480,
         vram_safety_reserve_mb=1024,
-        max_gpu_utilization_pct=90,
         monitor=GpuMonitorConfig(interval_ms=interval_ms, enabled=enabled, nvidia_smi_path=smi),
         provider=provider,
         name=name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import glob
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 from conftest import chat_body
 from test_cli import CONFIG_YAML, Served, post_json
 
+from ollama_agent_router import __main__ as entry
 from ollama_agent_router import __version__
 from ollama_agent_router.commands.zipapp import build
 
@@ -39,6 +41,51 @@ def bare(python: str, pyz: Path, *args: str, cwd: Path) -> subprocess.CompletedP
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd)}  # -I ignores PYTHONPATH; be sure anyway
     return subprocess.run([python, "-I", "-S", str(pyz), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=60, check=False)
+
+
+def old_interpreters() -> list[str]:
+    """Python 3s older than 3.10 on this host (pyenv's or on PATH), to run the real refusal with."""
+    candidates = [shutil.which(f"python3.{minor}") for minor in range(6, 10)]
+    candidates += glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python"))  # the archive says python3
+    found = []
+    for candidate in filter(None, candidates):
+        done = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2] < (3, 10))"],
+                              capture_output=True, text=True, check=False)
+        if done.stdout.strip() == "True":
+            found.append(candidate)
+    return found
+
+
+def test_old_python_is_refused_in_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "version_info", (3, 9, 18, "final", 0))
+    assert entry.main() == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"ollama-agent-router needs Python 3.10 or newer, but {sys.executable} is Python 3.9\n"
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "argv", ["ollama-agent-router", "--version"])
+    assert entry.main() == 0 and capsys.readouterr().out == f"{__version__}\n"
+
+
+def test_the_entry_points_parse_on_old_pythons(pyz):
+    """What an old interpreter reads before the check (the package's ``__init__`` and ``__main__``) has no
+    syntax newer than 3.7, the oldest ``ast`` checks for; the zipapp's ``__main__`` is the same file."""
+    package = Path(entry.__file__).parent
+    for name in ("__init__.py", "__main__.py"):
+        source = (package / name).read_text()
+        ast.parse(source, filename=name, feature_version=(3, 7))
+        assert "from __future__" not in source  # `annotations` is a SyntaxError before 3.7
+    assert zipfile.ZipFile(pyz).read("__main__.py") == (package / "__main__.py").read_bytes()
+
+
+@pytest.mark.parametrize("python", old_interpreters() or [pytest.param(None, marks=pytest.mark.skip("no old Python"))])
+def test_old_pythons_get_one_line(pyz, python, tmp_path):
+    expected = "ollama-agent-router needs Python 3.10 or newer, but "
+    done = bare(python, pyz, "--version", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (1, "") and done.stderr.startswith(expected)
+    assert done.stderr.count("\n") == 1
+    done = subprocess.run([python, "-m", "ollama_agent_router", "--version"], cwd=Path(entry.__file__).parent.parent,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and done.stderr.startswith(expected) and done.stderr.count("\n") == 1
 
 
 def test_contents(pyz):

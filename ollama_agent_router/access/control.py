@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..config.parse import ConfigError
+from ..config.reader import ConfigError
 from ..config.schema import PLANES, ApiKey, Config, ManagedAccess, PlaneConfig, TrafficLimit
 from ..errors import HttpError, not_found
 from ..http.server import Request
@@ -141,6 +141,8 @@ class AccessControl:
         except ConfigError as e:
             self.log.error("access_reload_failed", path=self.store.path, error=str(e))
             return
+        for warning in self.store.warnings:  # unknown keys: the file is used, as at start
+            self.log.warning("config_warning", message=warning)
         self.apply(new, changed_keys(old, new))
         self.audit.record(outcome="success", reason="config_reloaded", action="config.reload", principal="SIGHUP",
                           oldVersion=old.version, newVersion=new.version, sync=True)

@@ -16,7 +16,8 @@ import os
 from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
-from ..config.parse import ConfigError, dump_managed_access, load_yaml, parse_managed_access
+from ..config.parse import dump_managed_access, parse_managed_file
+from ..config.reader import ConfigError
 from ..config.schema import ManagedAccess
 from ..errors import HttpError
 from ..fsutil import atomic_write_text
@@ -42,6 +43,7 @@ class ManagedStore:
                     data = self._write(inline)
         except OSError as e:
             raise ConfigError(f"Cannot use the managed access file {path}: {e.strerror or e}") from None
+        self.warnings: tuple[str, ...] = ()  # the file's unknown keys, as of the last read
         self.current = self._parse(data)
         self.digest = _digest(data)
 
@@ -84,7 +86,8 @@ class ManagedStore:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"{self.path}: not a UTF-8 text file") from None
-        return parse_managed_access(load_yaml(text, source=self.path), source=self.path, text=text)
+        managed, self.warnings = parse_managed_file(text, self.path)
+        return managed
 
     def _read(self) -> bytes | None:
         try:

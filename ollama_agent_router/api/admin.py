@@ -16,7 +16,8 @@ from typing import Any, Awaitable, Callable
 from ..access.control import AccessControl, changed_keys
 from ..access.keys import is_masked, mask_hash
 from ..config.access import api_key_to_json, managed_to_json
-from ..config.parse import ConfigError, parse_api_key, parse_managed_access
+from ..config.parse import parse_api_key, parse_managed_access
+from ..config.reader import ConfigError
 from ..config.schema import PLANES, ApiKey, ManagedAccess
 from ..errors import HttpError
 from ..http.server import Request, Response, json_response

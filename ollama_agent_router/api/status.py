@@ -50,7 +50,12 @@ class StatusRoutes:
 
     def status_body(self) -> dict:
         cfg = self.cfg
-        body = {"nodeId": cfg.server.node_id, "service": SERVICE, "queue": self.scheduler.snapshot()}
+        body = {
+            "nodeId": cfg.server.node_id,
+            "service": SERVICE,
+            "ollama": {"reachable": self.snapshot.ollama_reachable},  # beyond the original: `oar status` says so
+            "queue": self.scheduler.snapshot(),
+        }
         gpu = self.snapshot.gpu_json()
         if gpu is not None:
             body["gpu"] = gpu

@@ -118,15 +118,15 @@ class Command:
 
 
 def run(target: Target, command: Command, *, job_id: str | None = None, as_json: bool = False) -> int:
-    """Make the request and print the answer. Every 2xx succeeds (a pending job result is 202); otherwise the
-    response body goes to stderr and the exit code is 1."""
+    """Make the request and print the answer. Every 2xx succeeds (a pending job result is 202); otherwise one
+    line goes to stderr (``error_line``) and the exit code is 1."""
     path = command.path.replace("{id}", quote(job_id or "", safe=""))
     headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
     status, raw = fetch(command.method, target.endpoint(path), body=command.body, headers=headers,
                         timeout=target.timeout, ca_cert=target.ca_cert, insecure=target.insecure)
     text = raw.decode("utf-8", "replace")
     if not 200 <= status < 300:
-        print(text.strip() or f"HTTP {status}", file=sys.stderr)
+        print(error_line(status, text), file=sys.stderr)
         return 1
     try:
         data = json.loads(text, parse_float=_js_number)
@@ -135,6 +135,37 @@ def run(target: Target, command: Command, *, job_id: str | None = None, as_json:
         return 0
     print(pretty(data) if as_json else command.render(data, job_id))
     return 0
+
+
+def error_line(status: int, text: str) -> str:
+    """A failed answer as one readable line, never raw JSON: ``error: 404 job_not_found: Job not found``."""
+    try:
+        data = json.loads(text)
+    except ValueError:  # not JSON (a proxy's HTML page, say): its text
+        detail = text
+    else:
+        detail = _error_detail(data) if isinstance(data, dict) else "(no error message in the reply)"
+    detail = " ".join(detail.split())  # one line, whatever the server put in the message
+    if len(detail) > _MAX_ERROR_CHARS:
+        detail = detail[:_MAX_ERROR_CHARS] + "..."
+    return f"error: {status} {detail}" if detail else f"error: HTTP {status}"
+
+
+_MAX_ERROR_CHARS = 500
+
+
+def _error_detail(data: dict) -> str:
+    """``code: message`` from the OpenAI envelope, a failed job's ``{status, error}``, or a bare ``error``."""
+    prefix = f"job {data['status']}: " if data.get("status") == "failed" else ""
+    error: Any = data
+    while isinstance(error, dict) and isinstance(error.get("error"), (dict, str)):
+        error = error["error"]
+    if isinstance(error, str):
+        return prefix + error
+    message, code = error.get("message"), error.get("code")
+    if not isinstance(message, str):
+        return prefix + (str(code) if code else "(no message)")
+    return prefix + (f"{code}: {message}" if code else message)
 
 
 def _js_number(text: str) -> int | float:
@@ -197,6 +228,13 @@ def render_status(data: Any, _: str | None = None) -> str:
         f"Queue: {queue.get('globalQueued', 0)} waiting, {queue.get('globalRunning', 0)} running",
         "GPU: " + _gpu_line(data.get("gpu")),
     ]
+    reachable = (data.get("ollama") or {}).get("reachable")  # absent from the original's status
+    if reachable is False:
+        # First, before anything that looks fine: no request can be answered until this is fixed.
+        lines.insert(0, "Ollama: NOT REACHABLE from the router; requests fail until it answers"
+                        " (is Ollama running? is ollama.baseUrl right?)")
+    elif reachable:
+        lines.insert(1, "Ollama: reachable")
     loaded = _loaded_names(data)
     rows = [[q.get("model"), q.get("queued"), q.get("running"), q.get("concurrency"), loaded.get(q.get("model"), "no")]
             for q in queue.get("byModel") or [] if isinstance(q, dict)]
@@ -205,15 +243,23 @@ def render_status(data: Any, _: str | None = None) -> str:
     return "\n".join(lines)
 
 
+# Where a GPU snapshot's figures come from, as the router reports it (``source``).
+_GPU_SOURCES = {"nvml": "measured by NVML", "nvidia-smi": "measured by nvidia-smi", "simulated": "simulated",
+                "static": "from the config, not measured"}
+
+
 def _gpu_line(gpu: Any) -> str:
     if not isinstance(gpu, dict) or gpu.get("available") is False or not gpu.get("vramTotalMb"):
         return "none"
     parts = [str(gpu.get("name") or gpu.get("provider") or "GPU"), f"{_mb(gpu.get('vramTotalMb'))} total"]
-    if gpu.get("vramFreeMb") is not None:
+    static = gpu.get("source") == "static"
+    # A static snapshot's "all free, 0% busy" is the config restated, not a reading: do not show it as one.
+    if gpu.get("vramFreeMb") is not None and not static:
         parts.append(f"{_mb(gpu['vramFreeMb'])} free")
-    if gpu.get("utilizationPct") is not None:
+    if gpu.get("utilizationPct") is not None and not static:
         parts.append(f"{_cell(gpu['utilizationPct'])}% busy")
-    return ", ".join(parts)
+    source = gpu.get("source")
+    return ", ".join(parts) + (f" ({_GPU_SOURCES.get(source, source)})" if source else "")
 
 
 def render_models(data: Any, _: str | None = None) -> str:
@@ -235,16 +281,23 @@ def render_gpu(data: Any, _: str | None = None) -> str:
         return pretty(data)
     if data.get("available") is False:
         return f"No GPU information (provider {data.get('provider', 'none')})"
-    head = f"{data.get('name', 'GPU')} via {data.get('source', data.get('provider', '-'))}"
-    if isinstance(data.get("snapshotAgeMs"), (int, float)):
+    source = data.get("source", data.get("provider", "-"))
+    head = f"{data.get('name', 'GPU')}: {_GPU_SOURCES.get(source, source)}"
+    if isinstance(data.get("snapshotAgeMs"), (int, float)) and source != "static":
         head += f", read {data['snapshotAgeMs']} ms ago"
     devices = [d for d in data.get("devices") or [] if isinstance(d, dict)]
-    rows = [[d.get("index"), d.get("name"), _mb(d.get("totalMb")), _mb(d.get("usedMb")), _mb(d.get("freeMb")),
-             d.get("utilizationPct")] for d in devices]
+    rows = [[d.get("index"), d.get("name"), _mb(d.get("totalMb")), *_device_figures(d, source)] for d in devices]
     if not rows:
         rows = [[0, data.get("name"), _mb(data.get("vramTotalMb")), _mb(data.get("vramUsedMb")),
                  _mb(data.get("vramFreeMb")), data.get("utilizationPct")]]
     return head + "\n\n" + table(["GPU", "NAME", "TOTAL", "USED", "FREE", "UTIL %"], rows)
+
+
+def _device_figures(device: dict, source: str) -> list[Any]:
+    """Used, free and busy; a static snapshot has none worth a column (all free and idle, by assumption)."""
+    if source == "static":
+        return [None, None, None]
+    return [_mb(device.get("usedMb")), _mb(device.get("freeMb")), device.get("utilizationPct")]
 
 
 def render_jobs(data: Any, _: str | None = None) -> str:

@@ -19,14 +19,16 @@ BUNDLED_PROFILE = "gex44.yaml"
 
 def bundled_config() -> Config:
     """The profile shipped inside the package: examples/gex44.yaml plus an embedding model."""
-    from ..config.parse import load_yaml, parse_config
+    from ..config.parse import parse_config
+    from ..config.reader import load_yaml
 
     text = resources.files(PACKAGE).joinpath("data", BUNDLED_PROFILE).read_text(encoding="utf-8")
     return parse_config(load_yaml(text, source=BUNDLED_PROFILE), source=BUNDLED_PROFILE, text=text)
 
 
 def _config_for_simulation(explicit: str | None) -> Config:
-    from ..config.parse import ConfigError, find_config, load_config_file
+    from ..config.files import find_config, load_config_file
+    from ..config.reader import ConfigError
 
     try:
         path = find_config(explicit)
@@ -47,12 +49,15 @@ def _simulated(cfg: Config, sim_url: str) -> Config:
     return dataclasses.replace(cfg, ollama=ollama, gpu=gpu)
 
 
-async def _wait_for_signal(on_hangup: Callable[[], None]) -> None:
+async def _wait_for_signal(on_hangup: Callable[[], None], ready: Callable[[], None] = lambda: None) -> None:
+    """Until SIGINT or SIGTERM. ``ready`` runs once the handlers are in place: a supervisor that signals as
+    soon as it reads the "listening" line must get a clean stop (exit 0), not death by the default handler."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    ready()
     try:
         await stop.wait()
     finally:
@@ -63,6 +68,8 @@ async def _wait_for_signal(on_hangup: Callable[[], None]) -> None:
 async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, port: int | None) -> int:
     from ..app import App
 
+    for warning in cfg.warnings:  # unknown keys and the like: the config still starts, as the original's did
+        log.warning("config_warning", message=warning)
     sim = None
     backend = None
     if simulate:
@@ -78,10 +85,10 @@ async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, por
     app = App(cfg, log=log, gpu_backend=backend)
     bound = await app.start(host, port)
     scheme = "https" if cfg.server.https.enabled else "http"
-    log.info("listening", host=host or cfg.server.host, port=bound, basePath=cfg.server.base_path,
-             protocol=scheme, nodeId=cfg.server.node_id, configPath=cfg.path, simulate=simulate)
     try:
-        await _wait_for_signal(app.reload_access)
+        await _wait_for_signal(app.reload_access, lambda: log.info(
+            "listening", host=host or cfg.server.host, port=bound, basePath=cfg.server.base_path,
+            protocol=scheme, nodeId=cfg.server.node_id, configPath=cfg.path, simulate=simulate))
     finally:
         log.info("shutting_down", graceMs=cfg.server.shutdown_grace_ms, inFlight=app.server.in_flight)
         clean = await app.stop()
@@ -92,7 +99,7 @@ async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, por
 
 
 def serve(config: str | None, *, simulate: bool, host: str | None, port: int | None, log_level: str) -> int:
-    from ..config.parse import load_config
+    from ..config.files import load_config
 
     cfg = _config_for_simulation(config) if simulate else load_config(config)
     return asyncio.run(_serve(cfg, Logger(log_level), simulate, host, port))

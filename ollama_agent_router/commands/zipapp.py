@@ -21,7 +21,6 @@ from importlib import metadata
 
 DEFAULT_OUTPUT = os.path.join("dist", "ollama-agent-router.pyz")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.so", "*.pyd", "*.dylib")
-_MAIN = "import sys\n\nfrom ollama_agent_router.cli import main\n\nsys.exit(main())\n"
 # Distribution name -> the importable module or package it provides.
 _DEPENDENCIES = {"PyYAML": "yaml", "nvidia-ml-py": "pynvml"}
 
@@ -63,8 +62,8 @@ def build(output: str = DEFAULT_OUTPUT) -> str:
         for module in _DEPENDENCIES.values():
             _copy(_source(module), stage)
         _licences(stage)
-        with open(os.path.join(stage, "__main__.py"), "w", encoding="utf-8") as f:
-            f.write(_MAIN)
+        # The package's own entry point, version check first, runs the archive too.
+        shutil.copy2(os.path.join(package, "__main__.py"), os.path.join(stage, "__main__.py"))
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         zipapp.create_archive(stage, output, interpreter="/usr/bin/env python3", compressed=True)
     return output

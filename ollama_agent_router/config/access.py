@@ -1,6 +1,6 @@
 """Schema of the ``access`` section: the managed policy (planes, API keys, limits) and the boot-only admin plane.
 
-The readers take a ``config.Section`` and record problems on it; ``config`` owns files, YAML and errors.
+The readers take a ``reader.Section`` and record problems on it; ``reader`` owns YAML and errors.
 The managed policy is also the content of the managed access file and of admin PUT bodies.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .reader import Section
 from .schema import (
     PLANES,
     AccessConfig,
@@ -25,14 +26,13 @@ from .schema import (
     to_json,
 )
 
-if TYPE_CHECKING:
-    from .parse import Section
-
 ANONYMOUS_MODES = ("allow", "reject", "limited")
 HASH_FORMATS = (
     "sha256:<64 hex chars>, pbkdf2-sha256:<iterations>:<salt hex>:<hash hex>"
     " or scrypt:<n>:<r>:<p>:<salt hex>:<hash hex>"
 )
+# A hash that is not one (the examples' `sha256:REPLACE-...` placeholders) says how to make a real one.
+_HASH_HINT = "; run `oar gen-key` for a new key and its hash, or `oar hash-key` to hash a key you already have"
 _KEY_ID = re.compile(r"[a-zA-Z0-9._:-]+")
 _HEX = r"((?:[0-9a-f]{2})+)"
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}", re.IGNORECASE)
@@ -50,14 +50,14 @@ def normalize_key_hash(value: Any) -> str:
         # scrypt's cost parameter must be a power of two greater than 1.
         if _SHA256.fullmatch(value) or _PBKDF2.fullmatch(value) or (scrypt and n > 1 and n & (n - 1) == 0):
             return value.lower()
-    raise ValueError(f"must use {HASH_FORMATS}")
+    raise ValueError(f"must use {HASH_FORMATS}{_HASH_HINT}")
 
 
 def _key_hash(value: Any) -> str:
     try:
         return normalize_key_hash(value)
     except ValueError:
-        raise ValueError(f"keyHash must use {HASH_FORMATS}") from None
+        raise ValueError(f"keyHash must use {HASH_FORMATS}{_HASH_HINT}") from None
 
 
 def _key_id(value: Any) -> str:
@@ -136,7 +136,7 @@ def read_api_key(s: Section) -> ApiKey:
     limits = s.section("limits")
     if not s.has("scopes"):
         s.fail("scopes", "is required")
-    elif s.data["scopes"] == []:
+    elif s.raw("scopes") == []:
         s.fail("scopes", f"must name at least one of {', '.join(PLANES)}")
     return s.build(
         ApiKey,

@@ -2,7 +2,7 @@
 
 Attribute names are the YAML keys in snake_case (``requestBodyLimit`` -> ``request_body_limit``);
 ``to_json`` turns them back into the camelCase shape the original's endpoints expose.
-Handlers never read raw dicts: ``config.load_config`` / ``config.parse_config`` build these.
+Handlers never read raw dicts: ``files.load_config`` / ``parse.parse_config`` build these.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ class ServerConfig:
     host: str
     port: int
     request_body_limit: int  # bytes, parsed like the `bytes` npm package ("8mb" -> 8388608)
-    request_body_limit_text: str = "8mb"  # as written in the YAML, for display
     node_id: str = "local"
     base_path: str = "/"  # normalised: "/" or "/prefix" with no trailing slash
     https: HttpsConfig = HttpsConfig()
@@ -81,7 +80,6 @@ class GpuMonitorConfig:
 class GpuConfig:
     vram_total_mb: float
     vram_safety_reserve_mb: float
-    max_gpu_utilization_pct: float
     monitor: GpuMonitorConfig
     provider: str = "none"  # none | nvidia
     name: str | None = None
@@ -90,6 +88,9 @@ class GpuConfig:
 
 @dataclass(frozen=True)
 class ClassificationConfig:
+    # The classifier is heuristic only, as in the original: mode, optional_classifier_model and
+    # classifier_timeout_ms change nothing. They stay because /v1/router/capabilities shows the router
+    # section as configured (spec C.4), and Kong reads that shape.
     classifier_timeout_ms: int
     mode: str = "heuristic"  # heuristic | model
     optional_classifier_model: str | None = None
@@ -252,6 +253,9 @@ class Config:
     access: AccessConfig = AccessConfig()
     metrics: MetricsConfig = MetricsConfig()
     path: str | None = None  # the file it came from, absolute
+    # Mistakes that do not stop it (unknown keys, a purpose naming no task type), one line each, with
+    # file and line, for ``serve`` to log and ``validate-config`` to print.
+    warnings: tuple[str, ...] = ()
 
     def model(self, name: str) -> ModelSpec | None:
         for m in self.models:

@@ -41,8 +41,41 @@ def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
     return math.nan if value == ".nan" else float(value)
 
 
+# Aliases may add this many nodes to a document in all. Real configs use a few, if any; a "billion laughs"
+# (nine levels of nine aliases, a few hundred bytes) would otherwise expand to 10^9 values for every walk
+# over the document. The original's YAML library caps aliases too.
+MAX_ALIAS_NODES = 10_000
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core scalars, no merge keys, and an error on a duplicate key."""
+    """SafeLoader with YAML 1.2 core scalars, no merge keys, an error on a duplicate key, and aliases capped."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}  # id(node) -> its node count with aliases expanded, once composed
+        self._alias_nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if not self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            if isinstance(node, yaml.MappingNode):
+                children = [child for pair in node.value for child in pair]
+            else:
+                children = node.value if isinstance(node, yaml.SequenceNode) else []
+            self._sizes[id(node)] = 1 + sum(self._sizes[id(child)] for child in children)
+            return node
+        mark = self.peek_event().start_mark
+        node = super().compose_node(parent, index)
+        size = self._sizes.get(id(node))
+        if size is None:
+            raise yaml.composer.ComposerError(None, None, "an alias inside the node it names (a recursive alias)",
+                                              mark)
+        self._alias_nodes += size
+        if self._alias_nodes > MAX_ALIAS_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"the aliases (*name) of this document expand to more than {MAX_ALIAS_NODES} values;"
+                " write the values out instead", mark)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -98,9 +131,8 @@ def yaml_key_lines(text: str) -> dict[tuple[Any, ...], int]:
         return {}
     lines: dict[tuple[Any, ...], int] = {(): root.start_mark.line + 1}
 
-    def walk(node: yaml.Node, path: tuple[Any, ...], above: frozenset[int]) -> None:
-        if id(node) in above:  # a recursive alias
-            return
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        # The loader refuses recursive aliases and caps what aliases add, so this ends, and soon.
         if isinstance(node, yaml.MappingNode):
             children = [(k.value, k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
         elif isinstance(node, yaml.SequenceNode):
@@ -109,7 +141,7 @@ def yaml_key_lines(text: str) -> dict[tuple[Any, ...], int]:
             return
         for key, marked, child in children:
             lines.setdefault(path + (key,), marked.start_mark.line + 1)
-            walk(child, path + (key,), above | {id(node)})
+            walk(child, path + (key,))
 
-    walk(root, (), frozenset())
+    walk(root, ())
     return lines

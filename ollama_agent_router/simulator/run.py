@@ -13,8 +13,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from .sched import GB, LOADED_OVERHEAD, ModelScheduler, QueueFull, Runner
 from .plan import Reply, token_count
+from .sched import GB, LOADED_OVERHEAD, ModelScheduler, QueueFull, Runner
 from .wire import BUSY, EMBEDDING_DIMS, MIDSTREAM_ERROR, SimError, canonical_name, embedding, unit
 
 PROMPT_SPEEDUP = 20  # prompt tokens are processed this many times faster than tokens are generated

@@ -16,8 +16,10 @@ import asyncio
 import random
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..config.schema import Config
+from ..gpu import GpuDevice
 from ..http.server import JSON, HttpServer, Request, Response, ServerLimits, StreamResponse
 from ..jsonutil import dumps
 from ..log import Logger
@@ -26,10 +28,6 @@ from .core import Handler, SimCore
 from .run import SimModel
 from .sched import MIB
 from .wire import OPENAI_JSON, SimError, canonical_name, digest
-
-if TYPE_CHECKING:
-    from ..config.schema import Config
-    from ..gpu import GpuDevice
 
 __all__ = ["OllamaSimulator", "SimulatedGpu", "default_models", "run_simulator"]
 
