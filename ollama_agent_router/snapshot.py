@@ -149,6 +149,18 @@ class Snapshot:
             return "degraded"
         return "ok"
 
+    def problems(self) -> list[str]:
+        """What is wrong now, in words (empty when all is well): liveness stays up, readiness is in doubt."""
+        out = []
+        if not self.ollama_reachable:
+            out.append(f"Ollama is unreachable at {self.client.display_url}")
+        if self.status == "degraded":
+            out.append(f"the GPU monitor ({self.cfg.gpu.provider}) has no reading: routing uses the configured VRAM")
+        age = self.snapshot_age_ms()
+        if age > max(10_000, 5 * self.interval * 1000):
+            out.append(f"the runtime snapshot is {age // 1000} s old")
+        return out
+
     def snapshot_age_ms(self) -> int:
         if not self.refreshed_at:
             return 0

@@ -270,6 +270,20 @@ def test_cross_origin_requests_are_refused(stack):
 
 # ---- status endpoints -----------------------------------------------------------------------------
 
+def test_health_stays_up_but_says_degraded_and_why(stack):
+    async def switch(down):
+        await stack.sim.set_down(down)
+        stack.app.snapshot.poke()
+
+    assert stack.request("GET", "/health").json()["status"] == "ok"
+    stack.call(switch(True))
+    wait_for(lambda: stack.request("GET", "/health").json()["status"] == "degraded")
+    r = stack.request("GET", "/health")
+    assert r.status == 200 and r.json()["reason"] == f"Ollama is unreachable at {stack.sim.url}"
+    stack.call(switch(False))
+    wait_for(lambda: stack.request("GET", "/health").json()["status"] == "ok")
+
+
 def test_status_endpoints(stack):
     assert stack.request("GET", "/health").json() == {"status": "ok", "service": "ollama-agent-router"}
     status = stack.request("GET", "/v1/router/status").json()

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from access_support import access, api_key, secret
-from conftest import GPTOSS, QWEN, TEST_CONFIG, VIBE, make_config
+from conftest import GPTOSS, QWEN, TEST_CONFIG, VIBE, make_config, wait_for
 
 from ollama_agent_router.metrics import Counter, Histogram, Metrics, gauge, generation_rate
 from ollama_agent_router.simulator.run import Fault
@@ -124,6 +124,18 @@ def test_exposition_is_valid_and_keeps_the_original_gauges_in_order(stack):
     configured = [m["name"] for m in TEST_CONFIG["models"]]
     assert [ls["model"] for n, ls, _ in samples if n == "oar_model_running"] == configured
     assert value(samples, "oar_ollama_reachable") == 1
+
+
+def test_job_gauge_has_the_originals_per_model_series(stack):
+    for model, task in ((QWEN, "code_generate"), (VIBE, "simple_chat"), (QWEN, "code_fix")):
+        stack.run(lambda m=model, t=task: stack.app.jobs.submit({"messages": [{"role": "user", "content": "x"}]},
+                                                                 m, t, "normal", None))
+    wait_for(lambda: stack.run(lambda: stack.app.jobs.summary()["succeededRetained"]) == 3)
+    _, samples = parse_exposition(scrape(stack))
+    jobs = [(ls, v) for n, ls, v in samples if n == "oar_jobs_total"]
+    assert [ls["status"] for ls, _ in jobs[:6]] == ["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+    # Then one series per (status, model), newest job's pair first, as the TypeScript router exposes them.
+    assert jobs[6:] == [({"status": "succeeded", "model": QWEN}, 2.0), ({"status": "succeeded", "model": VIBE}, 1.0)]
 
 
 def test_counters_and_histograms_follow_traffic(stack_factory):

@@ -17,8 +17,9 @@ from .table import OPEN, Route
 
 
 def _jobs_by_model(jobs: JobManager) -> list[tuple[dict[str, str], float]]:
+    """The original's per-model series: each (status, model) pair in first-seen order, newest job first."""
     counts: dict[tuple[str, str], int] = {}
-    for job in jobs.jobs.values():
+    for job in reversed(jobs.jobs.values()):
         key = (job.status, job.selected_model)
         counts[key] = counts.get(key, 0) + 1
     return [({"status": status, "model": model}, n) for (status, model), n in counts.items()]
@@ -72,9 +73,8 @@ class StatusRoutes:
         """The exposition, from memory only: a scrape never spawns a process nor waits on Ollama.
 
         The original's gauges keep their names and order. Its ``oar_jobs_total`` is a gauge despite the
-        counter suffix: it stays for existing dashboards, after ``oar_jobs``, the same values under a
-        conventional name. The per-model split the original put under that name too is ``oar_jobs_by_model``,
-        so label sets never mix within a family.
+        counter suffix, with totals by status and then a series per (status, model): it stays exactly so for
+        the original's dashboards, after ``oar_jobs``, the totals under a conventional name.
         """
         sched = self.scheduler
         rt = self.snapshot
@@ -96,9 +96,8 @@ class StatusRoutes:
             ("queued", "queued"), ("running", "running"), ("succeeded", "succeededRetained"),
             ("failed", "failedRetained"), ("cancelled", "cancelledRetained"), ("expired", "expiredRetained"))]
         gauges.append(gauge("oar_jobs", "Jobs currently retained, by status.", retained))
-        gauges.append(gauge("oar_jobs_total", "Deprecated: oar_jobs under the original's name (a gauge).", retained))
-        gauges.append(gauge("oar_jobs_by_model", "Jobs currently retained, by status and model.",
-                            _jobs_by_model(self.jobs)))
+        gauges.append(gauge("oar_jobs_total", "The original's job gauge: oar_jobs, then by status and model.",
+                            retained + _jobs_by_model(self.jobs)))
         gauges.append(gauge("oar_model_queue_depth", "Requests waiting for each model.",
                             [({"model": name}, q.waiting) for name, q in sched.queues.items()]))
         gauges.append(gauge("oar_model_running", "Requests running on each model.",
@@ -113,7 +112,12 @@ class StatusRoutes:
         return Response(200, self.metrics_text().encode("utf-8"), content_type=CONTENT_TYPE)
 
     async def health(self, req: Request, params: dict[str, str]) -> Response:
-        return json_response(200, {"status": "ok", "service": SERVICE})
+        """Liveness: always 200 while the process answers. The body says ``degraded``, and why, when Ollama
+        or the GPU monitor is not answering (a load balancer can read it; a liveness probe need not)."""
+        problems = self.snapshot.problems()
+        if not problems:
+            return json_response(200, {"status": "ok", "service": SERVICE})
+        return json_response(200, {"status": "degraded", "service": SERVICE, "reason": "; ".join(problems)})
 
     async def status(self, req: Request, params: dict[str, str]) -> Response:
         return json_response(200, self.status_body())
