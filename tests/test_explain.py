@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, assert_no_null, chat_body
+from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, assert_no_null, chat_body, make_config
 
+from ollama_agent_router.api.explain import blocked_reason
+from ollama_agent_router.routing import Candidate, ModelState
 from ollama_agent_router.scheduler import acquire
 
 COMPONENTS = {"base", "routePosition", "priority", "purpose", "tag", "preferred", "loaded", "complexity", "vram",
@@ -38,7 +40,11 @@ def test_dry_run_shows_classification_and_every_score_part(stack):
         assert c["score"] == pytest.approx(sum(c["components"].values()), abs=0.01)
     deepseek = out["candidates"][0]
     assert deepseek["components"]["routePosition"] == 50 and deepseek["components"]["purpose"] == 25
-    assert deepseek["vramRequiredMb"] == 3.8 * 1024 + 512
+    assert deepseek["vramRequiredMb"] == round(3.8 * 1024 + 512)  # figures are rounded
+    assert all(c["score"] == round(c["score"], 1) for c in out["candidates"])
+    # Configured models the request could not get at all are listed, with why.
+    assert {m["name"]: m["reason"] for m in out["notCandidates"]} == {
+        VIBE: "not in the code_review route, purpose or tags", GPTOSS: "not in the code_review route, purpose or tags"}
     scores = [c["score"] for c in out["candidates"]]
     assert scores == sorted(scores, reverse=True)
 
@@ -52,6 +58,7 @@ def test_blocked_candidates_carry_their_reason(stack):
         stack.run(slot.release)
     blocked = [c for c in out["candidates"] if "blocked" in c]
     assert [(c["name"], c["blocked"]) for c in blocked] == [(GPTOSS, "busy")]
+    assert blocked[0]["blockedReason"] == "busy: exclusive, and running 1 request"
     assert blocked[0]["running"] == 1 and blocked[0]["components"]["exclusive"] == -80
     assert out["explicitTaskType"] is True and out["selectedModel"] == QWEN
 
@@ -77,3 +84,22 @@ def test_real_replies_list_candidates_when_asked(stack):
     assert candidates[0]["name"] == VIBE and all(set(c) >= {"name", "score"} for c in candidates)
     plain = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Hello there"}])
     assert "candidates" not in plain.model_extra["router"]
+
+
+def test_blocked_reasons_say_what_to_act_on():
+    spec = make_config().models[3]  # gpt-oss: exclusive, 14 GB
+    need = 14 * 1024 + 512.0
+    assert blocked_reason(Candidate(GPTOSS, blocked="gpu_only"), ModelState(), spec, need, 7122.4) == (
+        "gpu_only: needs 14,848 MB, 7,122 MB free")
+    assert blocked_reason(Candidate(GPTOSS, blocked="gpu_only"), ModelState(loaded=True, processor="48%/52% cpu/gpu"),
+                          spec, need, 30000) == "gpu_only: loaded partly on the CPU (48%/52% cpu/gpu)"
+    assert blocked_reason(Candidate(GPTOSS, blocked="gpu_only"), ModelState(), spec, need, None).startswith(
+        "gpu_only: no GPU reading")
+    qwen = make_config().models[1]
+    assert blocked_reason(Candidate(QWEN, blocked="busy"), ModelState(running=1), qwen, 1, 1) == (
+        "busy: 1 of 1 slots in use, and allowWhenBusy is off")
+
+
+def test_forbidden_models_are_listed_as_such(stack):
+    out = explain(stack, chat_body("Plan a migration", taskType="agentic_reasoning", forbiddenModels=[QWEN]))
+    assert {"name": QWEN, "reason": "forbidden by router.forbiddenModels"} in out["notCandidates"]

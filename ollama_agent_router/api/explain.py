@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.schema import Config
+from ..config.schema import Config, ModelSpec
 from ..http.server import Request, Response, json_response
 from ..jsonutil import num
-from ..routing import Candidate, ModelState, RoutingTable, normalize_meta
+from ..routing import Candidate, ModelState, RouterMeta, RoutingTable, normalize_meta
 from ..runner import Runner
 from ..scheduler import Scheduler
 from ..snapshot import Snapshot
@@ -19,12 +19,29 @@ from .bodies import read_json, validate_chat_body
 from .table import Route
 
 
-def candidate_json(c: Candidate, state: ModelState, required_mb: float) -> dict[str, Any]:
+def blocked_reason(c: Candidate, state: ModelState, spec: ModelSpec, required_mb: float,
+                   free_mb: float | None) -> str:
+    """Why a candidate cannot run now, in words an operator can act on."""
+    if c.blocked == "gpu_only":
+        if free_mb is None:
+            return "gpu_only: no GPU reading and no gpu.vramTotalMb, so nothing is known to fit"
+        if "cpu" in state.processor and "100% gpu" not in state.processor:
+            return f"gpu_only: loaded partly on the CPU ({state.processor})"
+        return f"gpu_only: needs {required_mb:,.0f} MB, {max(0.0, free_mb):,.0f} MB free"
+    if c.blocked == "busy":
+        if spec.exclusive:
+            return f"busy: exclusive, and running {state.running} request{'s' if state.running != 1 else ''}"
+        return f"busy: {state.running} of {spec.max_concurrent} slots in use, and allowWhenBusy is off"
+    return "cooldown: failed repeatedly upstream; it sits out router.failover.cooldownMs"
+
+
+def candidate_json(c: Candidate, state: ModelState, spec: ModelSpec, required_mb: float,
+                   free_mb: float | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": c.name,
-        "score": round(c.score, 3),
-        "components": {name: num(round(value, 3)) for name, value in c.components},
-        "vramRequiredMb": num(required_mb),
+        "score": round(c.score, 1),
+        "components": {name: num(round(value, 1)) for name, value in c.components},
+        "vramRequiredMb": round(required_mb),
         "queued": state.waiting,
         "running": state.running,
         "loaded": state.loaded,
@@ -33,7 +50,16 @@ def candidate_json(c: Candidate, state: ModelState, required_mb: float) -> dict[
         out["processor"] = state.processor
     if c.blocked is not None:
         out["blocked"] = c.blocked
+        out["blockedReason"] = blocked_reason(c, state, spec, required_mb, free_mb)
     return out
+
+
+def not_candidates(table: RoutingTable, meta: RouterMeta, task_type: str, candidates: set[str]) -> list[dict]:
+    """The configured models this request could not get at all, and why (so none is silently left out)."""
+    forbidden = {table.resolve(n) or n for n in meta.forbidden_models}
+    return [{"name": name, "reason": "forbidden by router.forbiddenModels" if name in forbidden
+             else f"not in the {task_type} route, purpose or tags"}
+            for name in table.order if name not in candidates]
 
 
 class Explainer:
@@ -59,6 +85,9 @@ class Explainer:
         cls, d = routed.classification, routed.decision
         states = self.scheduler.states
         required = self.table.required_mb
+        free = self.snapshot.gpu_free_mb
+        total = self.cfg.gpu.vram_total_mb
+        free_for_fit = free if free is not None else (total if total > 0 else None)  # what the gpu_only check used
         out: dict[str, Any] = {
             "taskType": cls.task_type,
             "explicitTaskType": cls.explicit,
@@ -71,13 +100,16 @@ class Explainer:
             "mode": d.action,
             "reason": d.reason,
             "heavyLoad": d.heavy_load,
-            "candidates": [candidate_json(c, states[c.name], required[c.name]) for c in d.ranked + d.blocked],
+            "candidates": [candidate_json(c, states[c.name], self.table.models[c.name], required[c.name], free_for_fit)
+                           for c in d.ranked + d.blocked],
         }
+        others = not_candidates(self.table, meta, cls.task_type, {c.name for c in d.ranked + d.blocked})
+        if others:
+            out["notCandidates"] = others
         if d.model is not None:
             out["selectedModel"] = d.model
         if routed.pinned is not None:
             out["pinned"] = routed.pinned
-        free = self.snapshot.gpu_free_mb
         if free is not None:
-            out["gpuFreeMb"] = num(free)
+            out["gpuFreeMb"] = round(free)
         return out
