@@ -225,6 +225,20 @@ def test_upstream_timeout_is_504(stack_factory):
     wait_for(lambda: stack.app.scheduler.total_running == 0)
 
 
+def test_a_long_non_streamed_reply_is_bounded_by_the_model_timeout_not_the_first_byte_deadline(stack_factory):
+    # A JSON reply's first byte comes when generation ends: a 2 s generation on a 3 s model is a 200, even with a
+    # 1 s first-byte deadline, for a sync request and for a job. A stream keeps the deadline: time to first token.
+    models = [dict(m, timeoutMs=3000) for m in __import__("conftest").TEST_CONFIG["models"]]
+    stack = stack_factory({"models": models, "ollama": {"firstByteTimeoutMs": 1000}})
+    stack.run(lambda: stack.sim.inject("*", Fault(first_byte_delay_s=2, times=None)))
+    assert stack.request("POST", "/v1/chat/completions", chat_body("Hello there")).status == 200
+    job = stack.request("POST", "/v1/chat/completions", chat_body("Hello there", mode="async")).json()
+    wait_for(lambda: stack.request("GET", f"/v1/jobs/{job['id']}").json()["status"] != "queued", timeout=5)
+    wait_for(lambda: stack.request("GET", f"/v1/jobs/{job['id']}").json()["status"] == "succeeded", timeout=10)
+    streamed = stack.request("POST", "/v1/chat/completions", dict(chat_body("Hello there"), stream=True))
+    assert streamed.status == 504 and streamed.json()["error"]["code"] == "upstream_timeout"
+
+
 def test_upstream_error_message_is_relayed(stack):
     stack.run(lambda: stack.sim.inject("*", Fault(status=500, message="llama runner process has terminated", times=None)))
     r = stack.request("POST", "/v1/chat/completions", chat_body("Hello there"))
