@@ -9,8 +9,8 @@ import sys
 from sim_support import request, run
 from test_cli import Served, cli_env, post_json
 
-from ollama_agent_router.api.forwarded import is_embedding_model
 from ollama_agent_router.commands.serve import bundled_config
+from ollama_agent_router.config.schema import is_embedding_model
 from ollama_agent_router.simulator.server import OllamaSimulator
 
 EMBEDDER = "nomic-embed-text"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..config.schema import Config, ModelSpec
+from ..config.schema import Config, is_embedding_model
 from ..errors import HttpError
 from ..http.server import Request, Response, StreamResponse
 from ..relay import OPENAI_SSE
@@ -16,12 +16,7 @@ from ..runner import Call, Exchange, Runner, forward_body
 from .bodies import read_json_object
 from .render import RouterReply
 
-EMBEDDING_LABELS = frozenset({"embed", "embedding", "embeddings"})
 PLANE = "standalone"
-
-
-def is_embedding_model(spec: ModelSpec) -> bool:
-    return not EMBEDDING_LABELS.isdisjoint(spec.purpose + spec.tags)
 
 
 def capable_model(cfg: Config, pinned: str | None, embedding: bool) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from . import access as access_config
 from .access import managed_to_json
 from .reader import Context, Section, as_text, did_you_mean, load_yaml
 from .schema import (
+    CAPABILITY_LABELS,
     CORE_TASK_TYPES,
     ApiKey,
     ClassificationConfig,
@@ -368,12 +369,13 @@ def parse_config(
 
 
 def _check_task_types(ctx: Context, config: Config) -> None:
-    """A purpose or tag that names no task type is most likely a typo: the classifier never answers it."""
+    """A purpose or tag that names no task type (nor a capability such as ``embedding``) is most likely a typo:
+    the classifier never answers it."""
     task_types = (*CORE_TASK_TYPES, *config.routes)
     for i, model in enumerate(config.models):
         for key in ("purpose", "tags"):
             for j, value in enumerate(getattr(model, key)):
-                if value not in task_types:
+                if value not in task_types and value not in CAPABILITY_LABELS:
                     ctx.warn(("models", i, key, j), f"{value!r} is neither a core task type nor a route name, so only"
                              " requests that give it as router.taskType match it" + did_you_mean(value, task_types))
 

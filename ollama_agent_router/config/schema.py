@@ -23,6 +23,10 @@ CORE_TASK_TYPES: tuple[str, ...] = (
     "tool_use",
     "unknown",
 )
+# Labels a model's purpose or tags may carry that say what it can do rather than name a task type.
+EMBEDDING_LABELS = frozenset({"embed", "embedding", "embeddings"})
+THINKING_LABELS = frozenset({"reasoning", "thinking"})
+CAPABILITY_LABELS = EMBEDDING_LABELS | THINKING_LABELS
 PRIORITIES: tuple[str, ...] = ("low", "normal", "high")
 PRIORITY_WEIGHTS: dict[str, int] = {"low": 10, "normal": 50, "high": 90}
 PLANES: tuple[str, ...] = ("standalone", "runtimeAgent")
@@ -148,6 +152,17 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     pinned: bool = False
     prewarm: bool = False
+
+
+def is_embedding_model(spec: ModelSpec) -> bool:
+    """Embedding models are the ones labelled so in ``purpose`` or ``tags``; every other model completes text."""
+    return not EMBEDDING_LABELS.isdisjoint(spec.purpose + spec.tags)
+
+
+def can_think(spec: ModelSpec) -> bool:
+    """A model labelled ``reasoning`` or ``thinking`` accepts a request for thinking (Ollama refuses it to
+    other models with a 400)."""
+    return not THINKING_LABELS.isdisjoint(spec.purpose + spec.tags)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import re
 import time
 from typing import Any
 
-from ..config.schema import Config
+from ..config.schema import Config, ModelSpec, can_think, is_embedding_model
 from ..gpu import GpuDevice
 from ..http.server import JSON, HttpServer, Request, Response, ServerLimits, StreamResponse
 from ..jsonutil import dumps
@@ -176,18 +176,17 @@ def _error_response(path: str, err: SimError, rng: random.Random) -> Response:
     return Response(err.status, dumps({"error": err.message}), content_type=JSON)
 
 
-def _capabilities(spec: Any) -> tuple[str, ...]:
-    """``embed`` anywhere in purpose or tags makes an embedding model; a ``reasoning`` or ``thinking`` label a
-    thinking one (as gpt-oss is), which clients asking for reasoning effort need."""
-    labels = {label.lower() for label in (*spec.purpose, *spec.tags)}
-    if any("embed" in label for label in labels):
+def _capabilities(spec: ModelSpec) -> tuple[str, ...]:
+    """The labels the router reads make the same capabilities here: an embedding model, or one that can
+    think (as gpt-oss can), which clients asking for reasoning effort need."""
+    if is_embedding_model(spec):
         return ("embedding",)
-    if labels & {"reasoning", "thinking"}:
+    if can_think(spec):
         return ("completion", "tools", "thinking")
     return ("completion", "tools")
 
 
-def _model_from_spec(spec: Any) -> SimModel:
+def _model_from_spec(spec: ModelSpec) -> SimModel:
     """A SimModel for a configured model; family and parameter size are guessed from the name."""
     base, _, tag = canonical_name(spec.name).rpartition(":")
     family = re.match(r"[a-z]+\d*", base.rsplit("/", 1)[-1].lower())
