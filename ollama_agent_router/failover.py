@@ -22,6 +22,12 @@ class Step(NamedTuple):
     ollama_down: bool  # a connection refusal is Ollama-wide: refresh reachability, never blame the model
 
 
+_OLLAMA_DOWN = Step(retry=False, failed=False, ollama_down=True)
+_SPENT = Step(retry=False, failed=True, ollama_down=False)  # failed, and no other model may be tried
+_NEXT = Step(retry=True, failed=True, ollama_down=False)
+_ANSWER = Step(retry=False, failed=False, ollama_down=False)
+
+
 def after_attempt(outcome: str, status: int = 0, *, has_next: bool) -> Step:
     """``outcome`` is ``ok`` (a reply head arrived, with ``status``), ``connect``, ``timeout`` or ``closed``.
 
@@ -30,15 +36,13 @@ def after_attempt(outcome: str, status: int = 0, *, has_next: bool) -> Step:
     - A cut connection or a 5xx before the first byte: count it and try the next model, if there is one.
     - Any other reply (2xx, 4xx) is the answer, and clears the model's failure count.
     """
+    if outcome == "ok" and status not in FAILOVER_STATUSES:
+        return _SPENT if status >= 500 else _ANSWER
     if outcome == "connect":
-        return Step(retry=False, failed=False, ollama_down=True)
+        return _OLLAMA_DOWN
     if outcome == "timeout":
-        return Step(retry=False, failed=True, ollama_down=False)
-    if outcome == "closed":
-        return Step(retry=has_next, failed=True, ollama_down=False)
-    if status in FAILOVER_STATUSES:
-        return Step(retry=has_next, failed=True, ollama_down=False)
-    return Step(retry=False, failed=status >= 500, ollama_down=False)
+        return _SPENT
+    return _NEXT if has_next else _SPENT  # a cut connection, or a 5xx, before the first byte
 
 
 @dataclass

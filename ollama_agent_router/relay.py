@@ -97,8 +97,10 @@ class _Watch:
         fmt, stats = self.fmt, self.stats
         stats.chunks += chunk.count(fmt.event_mark)
         window = self.tail + chunk
-        if any(mark in window for mark in fmt.end_marks):
-            stats.completed = True
+        for mark in fmt.end_marks:
+            if mark in window:
+                stats.completed = True
+                break
         if fmt.error_mark is not None and fmt.error_mark in chunk:
             stats.error = "upstream reported an error"
         if b'"usage"' in chunk:
