@@ -83,10 +83,12 @@ class App:
             + ollama.OllamaDoor(cfg, runner, snapshot, client).routes()
             + explain.Explainer(cfg, runner, table, scheduler, snapshot).routes(),
             cfg.server.base_path,
+            dict([ollama.ERROR_DIALECT]),
         )
         origins = frozenset(cfg.server.allowed_origins)
         self.gate = FrontGate(self.routes, access, origins)
-        self.server = HttpServer(self.gate.handle, limits=server_limits(cfg), ssl_context=tls_context(cfg), log=log)
+        self.server = HttpServer(self.gate.handle, limits=server_limits(cfg), ssl_context=tls_context(cfg), log=log,
+                                 error_body=self.routes.error_body)
         self.port: int | None = None
         # metrics.bind: /metrics alone on its own plain-HTTP listener, off the public interface.
         self.metrics_server: HttpServer | None = None

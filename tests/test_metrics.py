@@ -77,10 +77,10 @@ def test_counter_and_histogram_render_with_escaping():
 
 def test_labels_fold_to_configured_values():
     m = Metrics(["m1"], ["code_fix"])
-    m.observe_request("standalone", "made_up", "gpt-4o", "sync", 200, 0.1)
-    m.observe_request("standalone", None, None, "reject", 503, 0.0)
-    assert set(m.requests.values) == {("standalone", "other", "other", "sync", "200"),
-                                      ("standalone", "none", "none", "reject", "503")}
+    m.observe_request("standalone", "made_up", "gpt-4o", "sync", 200, 0.1, api="openai")
+    m.observe_request("standalone", None, None, "reject", 503, 0.0, api="anthropic")
+    assert set(m.requests.values) == {("standalone", "other", "other", "sync", "200", "openai"),
+                                      ("standalone", "none", "none", "reject", "503", "anthropic")}
 
 
 @pytest.mark.parametrize("usage,seconds,first_byte,chunks,expected", [
@@ -277,3 +277,4 @@ def test_metrics_bind_moves_the_exposition_to_its_own_listener():
             await app.stop(1.0)
 
     asyncio.run(main())
+
