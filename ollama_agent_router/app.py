@@ -12,7 +12,7 @@ import ssl
 import time
 
 from .access.control import AccessControl
-from .api import admin, explain, jobs, kong, ollama, openai, status
+from .api import admin, anthropic, explain, jobs, kong, ollama, openai, responses, status
 from .api.gate import FrontGate
 from .api.table import RouteTable
 from .config.schema import CORE_TASK_TYPES, Config
@@ -81,9 +81,11 @@ class App:
             + admin.AdminRoutes(access).routes()
             + kong.KongDoor(cfg, runner, job_manager, table, snapshot, scheduler).routes()
             + ollama.OllamaDoor(cfg, runner, snapshot, client).routes()
+            + anthropic.AnthropicDoor(cfg, runner).routes()
+            + responses.ResponsesDoor(cfg, runner, table).routes()
             + explain.Explainer(cfg, runner, table, scheduler, snapshot).routes(),
             cfg.server.base_path,
-            dict([ollama.ERROR_DIALECT]),
+            dict([ollama.ERROR_DIALECT, anthropic.ERROR_DIALECT]),
         )
         origins = frozenset(cfg.server.allowed_origins)
         self.gate = FrontGate(self.routes, access, origins)

@@ -278,3 +278,17 @@ def test_metrics_bind_moves_the_exposition_to_its_own_listener():
 
     asyncio.run(main())
 
+
+def test_every_door_counts_under_its_own_api_label(stack):
+    hello = [{"role": "user", "content": "Hello there"}]
+    stack.openai().chat.completions.create(model="auto", messages=hello)
+    assert stack.request("POST", "/api/chat", {"model": "auto", "messages": hello, "stream": False}).status == 200
+    assert stack.request("POST", "/v1/messages", {"model": "x", "max_tokens": 8, "messages": hello}).status == 200
+    assert stack.request("POST", "/v1/messages", {"model": "x", "messages": hello}).status == 400
+    assert stack.request("POST", "/v1/responses", {"model": "x", "input": "Hello there", "stream": True}).status == 200
+    _, samples = parse_exposition(scrape(stack))
+    req = "oar_requests_total"
+    for api, mode in (("openai", "sync"), ("ollama", "sync"), ("anthropic", "sync"), ("responses", "stream")):
+        assert value(samples, req, api=api, model=VIBE, mode=mode, status="200") == 1, api
+    assert value(samples, req, api="anthropic", model="none", status="400") == 1
+    assert value(samples, "oar_tokens_per_second_count", model=VIBE) == 4  # usage read in every door's reply
