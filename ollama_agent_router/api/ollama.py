@@ -145,6 +145,7 @@ class OllamaDoor:
             model = routed.decision.model
         else:
             model = self.runner.table.resolve(name) or name
+        req.log["model"] = model
         shown = {k: v for k, v in body.items() if k not in ("name", "router")}
         return await self._passthrough("/show", {**shown, "model": model}, [("X-Router-Selected-Model",
                                                                              header_value(model))])
