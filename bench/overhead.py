@@ -174,11 +174,15 @@ async def drive(port: int, request: bytes, conns: int, *, count: int = 0, second
 
 
 MESSAGES = [{"role": "user", "content": "Hello there, how are you?"}]
+CHAT, ANTHROPIC = "/v1/chat/completions", "/v1/messages"
 
 
-def body_for(port_is_router: bool, stream: bool = False) -> bytes:
-    """The same request both ways; direct calls name the model the router would pick."""
-    body = {"model": "auto" if port_is_router else "bench:7b", "messages": MESSAGES}
+def body_for(port_is_router: bool, stream: bool = False, path: str = CHAT) -> bytes:
+    """The same request both ways; direct calls name the model the router would pick. An Anthropic
+    Messages body is the chat body with ``max_tokens``, which that API requires."""
+    body: dict = {"model": "auto" if port_is_router else "bench:7b", "messages": MESSAGES}
+    if path == ANTHROPIC:
+        body["max_tokens"] = 1024
     if stream:
         body["stream"] = True
     return json.dumps(body).encode()
@@ -198,7 +202,7 @@ async def throughput(port: int, path: str, conns: int, seconds: float, headers: 
 
 
 async def streaming(port: int, path: str, n: int, headers: str) -> tuple[list[float], list[float]]:
-    req = request_bytes(path, body_for(port == ROUTER_PORT[0], stream=True), headers)
+    req = request_bytes(path, body_for(port == ROUTER_PORT[0], stream=True, path=path), headers)
     await drive(port, req, 1, count=5)
     samples: list = []
     await drive(port, req, 1, count=n, samples=samples)
@@ -212,6 +216,13 @@ def pct(xs: list[float], p: float) -> float:
 
 def ms(x: float) -> str:
     return f"{x * 1000:.3f}"
+
+
+def stream_rows(name: str, direct: tuple[list[float], list[float]],
+                routed: tuple[list[float], list[float]]) -> list[tuple[str, str, str, str]]:
+    """Time to the first byte and to the last, p50, direct and through the router."""
+    return [(f"{name} {what} p50 (ms)", ms(pct(d, .5)), ms(pct(rt, .5)), f"+{ms(pct(rt, .5) - pct(d, .5))}")
+            for what, d, rt in (("TTFB", direct[0], routed[0]), ("total", direct[1], routed[1]))]
 
 
 def decision_us(n_models: int, reps: int = 2000) -> float:
@@ -242,10 +253,10 @@ def decision_us(n_models: int, reps: int = 2000) -> float:
     return min(rounds) * 1e6
 
 
-class _Quiet:
-    """Scheduler effects that do nothing: the queue is measured alone, with no model lifecycle behind it."""
+class _NoEffects:
+    """The scheduler's effects doing nothing: only the queue's own costs are measured."""
 
-    def call_later(self, delay: float, callback: object) -> "_Quiet":
+    def call_later(self, delay: float, callback) -> "_NoEffects":
         return self
 
     def cancel(self) -> None:
@@ -270,7 +281,7 @@ def queue_us(depth: int, probes: int = 2000) -> tuple[float, float]:
 
     raw = yaml.safe_load(config_text(1, 2, False))
     raw["queue"]["globalMaxQueued"] = depth * 2 + probes
-    sched = Scheduler(parse_config(raw), _Quiet())
+    sched = Scheduler(parse_config(raw), _NoEffects())
     started: list = []
     hold = sched.try_acquire("bench:7b")
     for i in range(depth):
@@ -316,7 +327,7 @@ def main() -> None:
         time.sleep(0.5)
         rss_idle = rss_kb(router.pid)
         headers = f"Authorization: Bearer {BENCH_KEY}\r\n" if args.secured else ""
-        direct_path, router_path = "/v1/chat/completions", "/v1/chat/completions"
+        direct_path, router_path = CHAT, CHAT
 
         async def run() -> dict:
             r: dict = {}
@@ -328,6 +339,8 @@ def main() -> None:
             r["rps1_router"] = await throughput(router_port, router_path, 1, args.seconds / 2, headers)
             r["st_direct"] = await streaming(sim_port, direct_path, args.streams, "")
             r["st_router"] = await streaming(router_port, router_path, args.streams, headers)
+            r["ast_direct"] = await streaming(sim_port, ANTHROPIC, args.streams, "")
+            r["ast_router"] = await streaming(router_port, ANTHROPIC, args.streams, headers)
             if args.soak:
                 await throughput(router_port, router_path, args.conns, 0, headers, count=args.soak)
             return r
@@ -345,16 +358,13 @@ def main() -> None:
 
     d50, d99 = pct(r["lat_direct"], 0.5), pct(r["lat_direct"], 0.99)
     r50, r99 = pct(r["lat_router"], 0.5), pct(r["lat_router"], 0.99)
-    sd_t, sd_total = r["st_direct"]
-    sr_t, sr_total = r["st_router"]
     rows = [
         ("c=1 p50 latency (ms)", ms(d50), ms(r50), f"+{ms(r50 - d50)}"),
         ("c=1 p99 latency (ms)", ms(d99), ms(r99), f"+{ms(r99 - d99)}"),
         ("c=1 req/s", f"{r['rps1_direct']:.0f}", f"{r['rps1_router']:.0f}", f"{r['rps1_router'] / r['rps1_direct']:.0%}"),
         (f"c={args.conns} req/s", f"{r['rps_direct']:.0f}", f"{r['rps_router']:.0f}", f"{r['rps_router'] / r['rps_direct']:.0%}"),
-        (f"stream {args.stream_chunks} chunks TTFB p50 (ms)", ms(pct(sd_t, .5)), ms(pct(sr_t, .5)), f"+{ms(pct(sr_t, .5) - pct(sd_t, .5))}"),
-        (f"stream {args.stream_chunks} chunks total p50 (ms)", ms(pct(sd_total, .5)), ms(pct(sr_total, .5)),
-         f"+{ms(pct(sr_total, .5) - pct(sd_total, .5))}"),
+        *stream_rows(f"stream {args.stream_chunks} chunks", r["st_direct"], r["st_router"]),
+        *stream_rows(f"/v1/messages stream {args.stream_chunks} ev.", r["ast_direct"], r["ast_router"]),
         ("router RSS idle / after (MB)", "", f"{rss_idle / 1024:.1f} / {rss_after / 1024:.1f}",
          f"{(rss_after - rss_idle) / max(rss_idle, 1):+.0%}"),
     ]

@@ -12,7 +12,7 @@ import ssl
 import time
 
 from .access.control import AccessControl
-from .api import admin, explain, jobs, kong, ollama, openai, status
+from .api import admin, anthropic, explain, jobs, kong, ollama, openai, responses, status
 from .api.gate import FrontGate
 from .api.table import RouteTable
 from .config.schema import CORE_TASK_TYPES, Config
@@ -81,12 +81,16 @@ class App:
             + admin.AdminRoutes(access).routes()
             + kong.KongDoor(cfg, runner, job_manager, table, snapshot, scheduler).routes()
             + ollama.OllamaDoor(cfg, runner, snapshot, client).routes()
+            + anthropic.AnthropicDoor(cfg, runner).routes()
+            + responses.ResponsesDoor(cfg, runner, table).routes()
             + explain.Explainer(cfg, runner, table, scheduler, snapshot).routes(),
             cfg.server.base_path,
+            dict([ollama.ERROR_DIALECT, anthropic.ERROR_DIALECT]),
         )
         origins = frozenset(cfg.server.allowed_origins)
         self.gate = FrontGate(self.routes, access, origins)
-        self.server = HttpServer(self.gate.handle, limits=server_limits(cfg), ssl_context=tls_context(cfg), log=log)
+        self.server = HttpServer(self.gate.handle, limits=server_limits(cfg), ssl_context=tls_context(cfg), log=log,
+                                 error_body=self.routes.error_body)
         self.port: int | None = None
         # metrics.bind: /metrics alone on its own plain-HTTP listener, off the public interface.
         self.metrics_server: HttpServer | None = None

@@ -1,4 +1,5 @@
-"""The one error type handlers raise, and the one function that renders it as the OpenAI error envelope."""
+"""The one error type handlers raise, and the one function that renders it in the dialect of the API a
+request came in on: OpenAI's envelope, Anthropic's, or Ollama's native ``{"error": ...}``."""
 
 from __future__ import annotations
 
@@ -79,6 +80,45 @@ def error_payload(status: int, message: str, code: str | None = None, extra: dic
     if extra:
         err.update({k: v for k, v in extra.items() if v is not None})
     return {"error": err}
+
+
+# Anthropic's error types by status (wire-formats §7.7, with the API's own 413 and 504 types); any other 4xx is
+# an invalid request, any other 5xx an api_error.
+_ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+DIALECTS = ("openai", "anthropic", "ollama")
+
+
+def anthropic_error_type(status: int) -> str:
+    return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def anthropic_payload(status: int, message: str, code: str | None = None, extra: dict[str, Any] | None = None) -> dict:
+    """Anthropic's error shape. The router's machine ``code`` (and any extra detail, such as failover attempts)
+    rides inside ``error`` as it does in the OpenAI envelope: the SDKs read ``type`` and ``message`` only."""
+    err = {"type": anthropic_error_type(status), "message": message}
+    err.update((k, v) for k, v in error_payload(status, message, code, extra)["error"].items() if k not in err)
+    return {"type": "error", "error": err}
+
+
+def render_error(err: HttpError, dialect: str) -> bytes:
+    """``err`` as the body a client of ``dialect`` expects. Ollama's native shape is ``{"error": "<message>"}``
+    (what the ollama library and Open WebUI read); the router's ``code`` and detail go beside it."""
+    if dialect == "anthropic":
+        return dumps(anthropic_payload(err.status, err.message, err.code, err.extra))
+    if dialect == "ollama":
+        detail = {k: v for k, v in (err.extra or {}).items() if v is not None and k not in ("error", "code")}
+        return dumps({"error": err.message, "code": err.code, **detail})
+    return err.body()
 
 
 def not_found() -> HttpError:

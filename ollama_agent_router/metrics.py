@@ -147,8 +147,8 @@ class Metrics:
         self.models = frozenset(model_names)
         self.task_types = frozenset(task_types)
         self.requests = Counter(
-            "oar_requests_total", "Requests answered, by plane, task type, model, mode and HTTP status.",
-            ("plane", "task_type", "model", "mode", "status"),
+            "oar_requests_total", "Requests answered, by plane, task type, model, mode, HTTP status and API.",
+            ("plane", "task_type", "model", "mode", "status", "api"),
         )
         self.upstream_errors = Counter("oar_upstream_errors_total", "Failed upstream exchanges, by model and kind.",
                                        ("model", "kind"))
@@ -190,10 +190,12 @@ class Metrics:
         return task if task in self.task_types else ("none" if task is None else "other")
 
     def observe_request(self, plane: str, task: str | None, model: str | None, mode: str, status: int,
-                        seconds: float, *, first_byte: float | None = None, usage: Any = None, chunks: int = 0) -> None:
-        """One answered request: the request counter, and for requests that ran a model, its timings."""
+                        seconds: float, *, api: str, first_byte: float | None = None, usage: Any = None,
+                        chunks: int = 0) -> None:
+        """One answered request: the request counter, and for requests that ran a model, its timings.
+        ``api`` is the door it came in by (a fixed set, named in code)."""
         label = self.model_label(model)
-        self.requests.inc(plane, self.task_label(task), label, mode, str(status))
+        self.requests.inc(plane, self.task_label(task), label, mode, str(status), api)
         if model is None or mode not in ("sync", "stream") or status >= 400:
             return
         self.request_seconds.observe(seconds, label)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
-from .errors import error_payload
+from .errors import anthropic_payload, error_payload
 from .jsonutil import dumps
 from .upstream import UpstreamError, UpstreamResponse
 
@@ -32,6 +32,7 @@ class StreamFormat:
     separator: bytes  # what ends one event
     error_mark: bytes | None = None  # seen in a chunk: upstream reported an error inside the stream
     usage_key: bytes = b'"usage":{'  # where a usage object starts, looked for in the last event
+    usage_in: str | None = None  # the event member that holds the usage object (None: the event itself)
 
 
 def sse_error_event(message: str, code: str = "upstream_stream_error", status: int = 502) -> bytes:
@@ -42,9 +43,32 @@ def ndjson_error_line(message: str, code: str = "", status: int = 0) -> bytes:
     return dumps({"error": message}) + b"\n"
 
 
+def anthropic_error_event(message: str, code: str = "upstream_stream_error", status: int = 502) -> bytes:
+    """Anthropic's ``error`` event: both Anthropic SDKs raise it as an API error (Ollama never sends one; it
+    just ends the stream, which a client could take for a short answer)."""
+    return b"event: error\ndata: " + dumps(anthropic_payload(status, message, code)) + b"\n\n"
+
+
+def responses_error_event(message: str, code: str = "upstream_stream_error", status: int = 502) -> bytes:
+    """An ``error`` event carrying the OpenAI envelope: the openai SDK raises any event with a top-level
+    ``error``; Codex skips it, sees no ``response.completed`` and retries, as it does when Ollama cuts off."""
+    return b"event: error\ndata: " + dumps({"type": "error", **error_payload(status, message, code)}) + b"\n\n"
+
+
 OPENAI_SSE = StreamFormat("text/event-stream", b"data: ", (b"data: [DONE]",), sse_error_event, b"\n\n")
 OLLAMA_NDJSON = StreamFormat("application/x-ndjson", b"\n", (b'"done":true', b'"done": true'), ndjson_error_line,
                              b"\n", error_mark=b'"error"')
+# Named events (§7.6); the usage that counts is message_delta's, the last one in the stream. No error mark:
+# Ollama sends no error event, and a stream that has one ends without message_stop, which counts as failed
+# anyway (looking for it costs a scan of every event).
+ANTHROPIC_SSE = StreamFormat("text/event-stream", b"event: ", (b"event: message_stop",), anthropic_error_event,
+                             b"\n\n")
+# Named events (§8.5); ``response.failed`` ends a stream as well, with the failure inside it. The usage is
+# in the final response object.
+RESPONSES_SSE = StreamFormat("text/event-stream", b"event: ",
+                             (b"event: response.completed", b"event: response.failed", b"event: response.incomplete"),
+                             responses_error_event, b"\n\n", error_mark=b"event: response.failed",
+                             usage_in="response")
 
 
 class StreamStats:
@@ -65,8 +89,9 @@ def sse_comment(name: str, obj: object) -> bytes:
     return b": " + name.encode() + b" " + dumps(obj) + b"\n\n"
 
 
-def last_usage(window: bytes, key: bytes) -> dict | None:
-    """The usage object of the last line in ``window`` that carries one, if it parses."""
+def last_usage(window: bytes, key: bytes, inside: str | None = None) -> dict | None:
+    """The usage object of the last line in ``window`` that carries one (in its ``inside`` member, when
+    given), if it parses."""
     i = window.rfind(key)
     if i < 0:
         return None
@@ -81,6 +106,8 @@ def last_usage(window: bytes, key: bytes) -> dict | None:
         event = json.loads(line)
     except ValueError:
         return None
+    if inside is not None and isinstance(event, dict):
+        event = event.get(inside)
     usage = event.get("usage") if isinstance(event, dict) else None
     return usage if isinstance(usage, dict) else None
 
@@ -104,7 +131,7 @@ class _Watch:
         if fmt.error_mark is not None and fmt.error_mark in chunk:
             stats.error = "upstream reported an error"
         if b'"usage"' in chunk:
-            stats.usage = last_usage(window, fmt.usage_key) or stats.usage
+            stats.usage = last_usage(window, fmt.usage_key, fmt.usage_in) or stats.usage
         self.tail = window[-_TAIL:]
 
 

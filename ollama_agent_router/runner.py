@@ -111,7 +111,8 @@ class Call:
     timeout_ms: int | None  # the client's execution budget (None: the model's timeoutMs, which also caps it)
     stream: StreamFormat | None = None  # relay the reply in this format (None: one JSON reply)
     failover: bool = True
-    api: str = "openai"  # the door it came in by: openai | ollama | kong | job
+    api: str = "openai"  # the door it came in by: openai | ollama | anthropic | responses | kong | job
+    headers: tuple[tuple[str, str], ...] = ()  # client headers passed on to Ollama (anthropic-version, ...)
     plane: str = "standalone"  # metrics labels
     task: str | None = None
     log: dict[str, Any] = field(default_factory=dict)  # the access log line's fields
@@ -132,8 +133,10 @@ class Renderer(Protocol):
 _NOT_FORWARDED = frozenset({"router"})
 
 
-def forward_body(body: dict, model: str, *, default_stream: bool | None = False) -> bytes:
-    """The client body for Ollama: ``model`` replaced, ``router`` removed, everything else kept as sent.
+def forward_body(body: dict, model: str, *, default_stream: bool | None = False,
+                 without: frozenset[str] = frozenset()) -> bytes:
+    """The client body for Ollama: ``model`` replaced, ``router`` (and the members in ``without``) removed,
+    everything else kept as sent.
 
     An absent ``stream`` becomes ``default_stream``; None leaves it absent (native APIs stream by default,
     embedding APIs have no such field).
@@ -141,9 +144,10 @@ def forward_body(body: dict, model: str, *, default_stream: bool | None = False)
     changes: dict[str, Any] = {"model": model}
     if default_stream is not None and "stream" not in body:
         changes["stream"] = default_stream
+    dropped = _NOT_FORWARDED | without
     if isinstance(body, JsonObject):
-        return splice_members(body, changes, _NOT_FORWARDED)
-    out = {k: v for k, v in body.items() if k not in _NOT_FORWARDED}
+        return splice_members(body, changes, dropped)
+    out = {k: v for k, v in body.items() if k not in dropped}
     out.update(changes)
     return dumps(out)
 
@@ -213,9 +217,9 @@ class Runner:
                 return self._relay(call, ex, render, started)
             raw = await self._read(ex)
         except HttpError as e:
-            self.count(call.plane, call.task, None, "sync", e.status, started)
+            self.count(call.plane, call.task, None, "sync", e.status, started, api=call.api)
             raise
-        self.count(call.plane, call.task, ex.model, "sync", 200, started, usage=usage_figures(raw))
+        self.count(call.plane, call.task, ex.model, "sync", 200, started, api=call.api, usage=usage_figures(raw))
         return Response(200, render.body(raw, ex), render.headers(ex))
 
     def _relay(self, call: Call, ex: Exchange, render: Renderer, started: float) -> StreamResponse:
@@ -226,18 +230,18 @@ class Runner:
         def done() -> None:
             ex.slot.release()
             status = 200 if stats.completed and not stats.error else 502
-            self.count(call.plane, call.task, ex.model, "stream", status, started, stats=stats)
+            self.count(call.plane, call.task, ex.model, "stream", status, started, api=call.api, stats=stats)
 
         chunks = relay(ex.response, fmt, stats, lambda: time.perf_counter() - started, on_end=done)
         return StreamResponse(200, chunks, render.headers(ex), content_type=fmt.content_type,
                               prelude=render.prelude(ex))
 
     def count(self, plane: str, task: str | None, model: str | None, mode: str, status: int, started: float, *,
-              stats: StreamStats | None = None, usage: Any = None) -> None:
+              api: str, stats: StreamStats | None = None, usage: Any = None) -> None:
         """One answered request in the metrics: the runner's own, and a door's answers that ran nothing
         (refusals, async acceptances)."""
         self.metrics.observe_request(
-            plane, task, model, mode, status, time.perf_counter() - started,
+            plane, task, model, mode, status, time.perf_counter() - started, api=api,
             first_byte=stats.first_byte_at if stats else None,
             usage=usage or (stats.usage if stats else None), chunks=stats.chunks if stats else 0,
         )
@@ -303,7 +307,7 @@ class Runner:
             limit = min(limit, call.timeout_ms)
         first_byte = self.cfg.ollama.first_byte_timeout_ms / 1000 if call.stream is not None else None
         return await self.client.request("POST", call.path, call.body_for(model), timeout=limit / 1000,
-                                         first_byte_timeout=first_byte)
+                                         first_byte_timeout=first_byte, headers=call.headers)
 
     def _after(self, model: str, outcome: str, status: int, has_next: bool) -> bool:
         """Apply the failover decision's effects; True when the next model should be tried."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 from .errors import HttpError
@@ -261,11 +261,13 @@ class OllamaClient:
         timeout: float | None = None,
         first_byte_timeout: float | None = None,
         content_type: str = "application/json",
+        headers: Sequence[tuple[str, str]] = (),
     ) -> UpstreamResponse:
         """Send one request and read the response head. ``timeout`` bounds the whole exchange, body
-        included; ``first_byte_timeout`` bounds the wait for the head."""
+        included; ``first_byte_timeout`` bounds the wait for the head. ``headers``: parsed ones (no CR/LF)."""
         loop = asyncio.get_running_loop()
-        head = [f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
+        head = [f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n",
+                *(f"{name}: {value}\r\n" for name, value in headers)]
         if body is not None:
             head.append(f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n")
         head.append("Accept: */*\r\n\r\n")

@@ -318,7 +318,7 @@ def test_metrics_text_format(stack):
     assert text.endswith("\n")
     for name in ("oar_queue_global_queued", "oar_requests_total", "oar_request_duration_seconds"):
         assert f"# HELP {name} " in text and f"# TYPE {name} " in text
-    assert f'oar_requests_total{{plane="standalone",task_type="simple_chat",model="{VIBE}",mode="sync",status="200"}} 1' in text
+    assert f'oar_requests_total{{plane="standalone",task_type="simple_chat",model="{VIBE}",mode="sync",status="200",api="openai"}} 1' in text
 
 
 def test_loaded_models_match_with_and_without_latest(stack_factory):

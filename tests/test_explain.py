@@ -103,3 +103,23 @@ def test_blocked_reasons_say_what_to_act_on():
 def test_forbidden_models_are_listed_as_such(stack):
     out = explain(stack, chat_body("Plan a migration", taskType="agentic_reasoning", forbiddenModels=[QWEN]))
     assert {"name": QWEN, "reason": "forbidden by router.forbiddenModels"} in out["notCandidates"]
+
+
+def test_messages_and_responses_bodies_are_explained_like_their_doors(stack):
+    code = "Write a Python function that reverses a string"
+    chat = explain(stack, chat_body(code))
+    messages = explain(stack, {"model": "claude-sonnet-4-5", "max_tokens": 64, "system": [{"type": "text", "text": "x"}],
+                               "messages": [{"role": "user", "content": [{"type": "text", "text": code}]}]})
+    responses = explain(stack, {"model": "gpt-5-codex", "instructions": "x",
+                                "input": [{"role": "user", "content": [{"type": "input_text", "text": code}]}]})
+    assert (chat["api"], messages["api"], responses["api"]) == ("chat", "messages", "responses")
+    assert chat["taskType"] == messages["taskType"] == responses["taskType"] == "code_generate"
+    assert chat["selectedModel"] == messages["selectedModel"] == responses["selectedModel"] == QWEN
+    tool_result = {"model": "auto", "max_tokens": 64, "messages": [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "w", "input": {"c": "P"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"}]}]}
+    out = explain(stack, tool_result)
+    assert out["api"] == "messages" and out["taskType"] == "tool_use" and out["requiresToolUse"] is True
+    bad = stack.request("POST", "/v1/router/route", {"input": "x", "previous_response_id": "resp_1"})
+    assert bad.status == 400 and bad.json()["error"]["code"] == "stateless_api"

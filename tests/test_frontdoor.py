@@ -195,7 +195,52 @@ def test_ollama_down_listings_are_json_errors(stack):
     wait_for(lambda: not stack.app.snapshot.ollama_reachable)
     for path in ("/api/ps", "/api/version"):
         r = stack.request("GET", path)
-        assert r.status == 503 and r.json()["error"]["code"] == "ollama_unreachable", path
+        assert r.status == 503 and r.json()["code"] == "ollama_unreachable", path
+        assert r.json()["error"].startswith("Ollama is unreachable"), path  # Ollama's own shape under /api
     assert stack.request("GET", "/v1/models").status == 200  # configured models need no Ollama
     r = stack.request("POST", "/api/chat", chat_body("hi"))
     assert r.status == 503
+
+
+# ---- the rest of the Ollama-native surface --------------------------------------------------------------
+
+def test_show_passes_through_and_auto_shows_the_model_routed_to_now(stack):
+    client = ollama.Client(host=stack.url)
+    auto = client.show("auto")
+    direct = client.show(QWEN)
+    assert auto.details.family and direct.modelinfo is not None
+    shown = [c["model"] for c in generation_calls(stack, "/api/show")]
+    assert shown == [VIBE, QWEN]  # an empty conversation goes where the unknown task type goes
+    r = stack.request("POST", "/api/show", {"name": "auto"})
+    assert r.status == 200 and r.headers["x-router-selected-model"] == VIBE
+    with pytest.raises(ollama.ResponseError) as e:
+        client.show("no-such-model")
+    assert e.value.status_code == 404 and "not found" in e.value.error
+
+
+def test_legacy_embeddings_go_to_the_embedding_model(stack_factory):
+    stack = stack_factory(with_embedder())
+    reply = ollama.Client(host=stack.url).embeddings(model="auto", prompt="alpha")
+    assert len(reply.embedding) > 0 and generation_calls(stack, "/api/embeddings")[-1]["model"] == EMBED
+
+
+def test_model_management_is_refused_in_ollamas_shape(stack):
+    client = ollama.Client(host=stack.url)
+    for call in (lambda: client.pull("llama3"), lambda: client.delete(QWEN), lambda: client.copy(QWEN, "x"),
+                 lambda: client.push("me/x"), lambda: client.create("x", from_=QWEN)):
+        with pytest.raises(ollama.ResponseError) as e:
+            call()
+        assert e.value.status_code == 403 and "not available through the router" in e.value.error
+    assert not [c for c in stack.sim.calls if c["path"] not in ("/api/ps", "/api/version", "/api/tags")]
+
+
+def test_every_error_under_api_is_in_ollamas_shape(stack):
+    for method, path, body in (("GET", "/api/nope", None), ("GET", "/api/chat", None),
+                               ("POST", "/api/chat", {"model": "auto", "messages": "hi"}),
+                               ("POST", "/api/generate", b"{not json")):
+        r = stack.request(method, path, raw=body) if isinstance(body, bytes) else stack.request(method, path, body)
+        assert r.status in (400, 404, 405) and isinstance(r.json()["error"], str) and r.json()["code"], (path, r)
+    stack.sim.inject(QWEN, Fault(status=400, message=f"{QWEN} does not support tools"))
+    with pytest.raises(ollama.ResponseError) as e:  # Ollama's own error, relayed as the library reads it
+        ollama.Client(host=stack.url).chat(model=QWEN, messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 400 and e.value.error == f"{QWEN} does not support tools"

@@ -77,10 +77,10 @@ def test_counter_and_histogram_render_with_escaping():
 
 def test_labels_fold_to_configured_values():
     m = Metrics(["m1"], ["code_fix"])
-    m.observe_request("standalone", "made_up", "gpt-4o", "sync", 200, 0.1)
-    m.observe_request("standalone", None, None, "reject", 503, 0.0)
-    assert set(m.requests.values) == {("standalone", "other", "other", "sync", "200"),
-                                      ("standalone", "none", "none", "reject", "503")}
+    m.observe_request("standalone", "made_up", "gpt-4o", "sync", 200, 0.1, api="openai")
+    m.observe_request("standalone", None, None, "reject", 503, 0.0, api="anthropic")
+    assert set(m.requests.values) == {("standalone", "other", "other", "sync", "200", "openai"),
+                                      ("standalone", "none", "none", "reject", "503", "anthropic")}
 
 
 @pytest.mark.parametrize("usage,seconds,first_byte,chunks,expected", [
@@ -289,3 +289,18 @@ def test_metrics_bind_moves_the_exposition_to_its_own_listener():
             await app.stop(1.0)
 
     asyncio.run(main())
+
+
+def test_every_door_counts_under_its_own_api_label(stack):
+    hello = [{"role": "user", "content": "Hello there"}]
+    stack.openai().chat.completions.create(model="auto", messages=hello)
+    assert stack.request("POST", "/api/chat", {"model": "auto", "messages": hello, "stream": False}).status == 200
+    assert stack.request("POST", "/v1/messages", {"model": "x", "max_tokens": 8, "messages": hello}).status == 200
+    assert stack.request("POST", "/v1/messages", {"model": "x", "messages": hello}).status == 400
+    assert stack.request("POST", "/v1/responses", {"model": "x", "input": "Hello there", "stream": True}).status == 200
+    _, samples = parse_exposition(scrape(stack))
+    req = "oar_requests_total"
+    for api, mode in (("openai", "sync"), ("ollama", "sync"), ("anthropic", "sync"), ("responses", "stream")):
+        assert value(samples, req, api=api, model=VIBE, mode=mode, status="200") == 1, api
+    assert value(samples, req, api="anthropic", model="none", status="400") == 1
+    assert value(samples, "oar_tokens_per_second_count", model=VIBE) == 4  # usage read in every door's reply

@@ -53,3 +53,22 @@ def test_unknown_model_is_openai_shaped_404():
 
     err = run(with_sim(fn))
     assert "model 'ghost' not found" in str(err)
+
+
+def test_anthropic_messages_json_stream_and_404():
+    import anthropic
+
+    async def fn(client, sim):
+        c = anthropic.AsyncAnthropic(base_url=sim.url, api_key="ollama", max_retries=0)
+        msg = await c.messages.create(model="m:7b", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+        async with c.messages.stream(model="m:7b", max_tokens=8, messages=[{"role": "user", "content": "hi"}]) as s:
+            pieces = [text async for text in s.text_stream]
+            final = await s.get_final_message()
+        with pytest.raises(anthropic.NotFoundError) as e:
+            await c.messages.create(model="ghost", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+        return msg, pieces, final, e.value
+
+    msg, pieces, final, missing = run(with_sim(fn, tokens=200))
+    assert msg.content[0].text == "tok " * 200 and msg.usage.output_tokens == 200
+    assert len(pieces) == 200 and final.stop_reason == "end_turn" and final.usage.output_tokens == 200
+    assert missing.body["error"]["type"] == "not_found_error"

@@ -35,6 +35,11 @@ import drillkit
 from drillkit import Reached, exchange
 
 from ollama_agent_router.access.keys import generate_key
+from ollama_agent_router.api.ollama import MANAGEMENT
+
+# Handlers that refuse every request with a 403 of their own once access control has let it in: the model
+# management routes, which the router does not expose (their 403 says why).
+REFUSING = frozenset(f"{method} {path}" for method, path in MANAGEMENT)
 
 PUBLIC = ("standalone", "runtimeAgent")
 STATES = ("none", "wrong", "other", "disabled", "expired", "right")
@@ -153,7 +158,7 @@ class Outcome:
             return "denied, should accept"
         if not self.admitted and self.status not in (0, 401, 403, 404, 429):  # 0: refused in the TLS handshake
             return f"denied with status {self.status}"
-        if self.admitted and self.status in (401, 403):
+        if self.admitted and self.status in (401, 403) and not (self.status == 403 and self.handler in REFUSING):
             return f"admitted, yet answered {self.status}"
         return ""
 

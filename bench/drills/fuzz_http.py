@@ -60,7 +60,8 @@ PATHS = ["/health", "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
          "/v1/models/qwen2.5-coder:7b", "/v1/jobs", "/v1/jobs/job_x", "/v1/jobs/job_x/result", "/v1/router/status",
          "/v1/router/runtime", "/v1/router/execute", "/v1/router/jobs", "/v1/router/route",
          "/v1/router/capabilities", "/api/chat", "/api/generate", "/api/tags", "/api/ps", "/api/version",
-         "/api/embed", "/metrics", "/v1/admin/access/config", "/nope"]
+         "/api/embed", "/api/show", "/api/pull", "/metrics", "/v1/admin/access/config", "/v1/messages",
+         "/v1/messages/count_tokens", "/v1/responses", "/nope"]
 BODY_ROUTES = ["/v1/chat/completions", "/api/chat", "/api/generate", "/v1/router/execute", "/v1/router/jobs",
                "/v1/router/route", "/v1/completions", "/v1/embeddings"]
 TRICKS = ["//", "/%2e%2e/", "%2F", "/./", "/../", "%00", ";x=1", "?a=b&c=%zz", "#frag", "/", "%", "%c0%af", "%2e"]
@@ -652,7 +653,10 @@ def judge_exchange(case: Case, ex: drillkit.Exchange) -> tuple[list[str], list[s
         code = ""
         if r.status >= 400 and not is_head:
             try:
-                err = r.json()["error"]
+                body = r.json()
+                err = body["error"]
+                if isinstance(err, str):  # Ollama's own shape under /api, with the router's code beside it
+                    err = {"message": err, "type": "ollama", "code": body["code"]}
                 code = err["code"]
                 if not (isinstance(err["message"], str) and isinstance(err["type"], str) and isinstance(code, str)):
                     problems.append(f"error envelope fields: {r.body[:200]!r}")
@@ -668,8 +672,10 @@ def judge_exchange(case: Case, ex: drillkit.Exchange) -> tuple[list[str], list[s
             problems.append(f"router-made {r.status} {code}: {r.body[:200]!r}")
         if r.status == 200 and r.headers.get("content-type", "").startswith("text/event-stream"):
             tail = r.body.rstrip()
-            if not (tail.endswith(b"data: [DONE]") or b'"error"' in tail.rsplit(b"\n", 1)[-1]):
-                problems.append(f"SSE stream ends without [DONE] or an error event: {tail[-200:]!r}")
+            last = tail.rsplit(b"\n", 1)[-1]
+            ends = (b"data: [DONE]", b'"type":"message_stop"}', b'"type":"response.completed"}')
+            if not (tail.endswith(ends) or b'"error"' in last):
+                problems.append(f"SSE stream ends without its end event or an error event: {tail[-200:]!r}")
     if case.mutated:
         return problems, seen
     n = len(ex.responses)

@@ -288,8 +288,9 @@ TRICKS: list[Trick] = [
     Trick("GET", "/rx/v1/admin/access/config", "admin", (404,), None, None),
     Trick("GET", "/r-v1/admin/access/config", "admin", (404,), None, None),
     Trick("GET", "/r%2fv1/admin/access/config", "admin", (404,), None, None),
-    Trick("GET", "/r", "admin", (404,), None, None),
-    Trick("GET", "/r/", "admin", (404,), None, None),
+    Trick("GET", "/r", "admin", (200,), "GET /", None),  # the base path's root answers as Ollama's does
+    Trick("GET", "/r/", "admin", (200,), "GET /", None),
+    Trick("GET", "/", "admin", (404,), None, None),
     Trick("GET", "/health", "", (404,), None, None),
     Trick("GET", "/r/health", "", (200,), "GET /health", None),
     Trick("GET", "/r/health?x=/../v1/admin/access/config", "", (200,), "GET /health", None),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from ..errors import HttpError
 from ..http.server import Request
@@ -55,16 +55,28 @@ async def read_json_object(req: Request) -> dict:
     return body
 
 
+def check_messages(messages: Any, missing: str) -> None:
+    """A non-empty array of objects with a string role; ``missing`` says so when it is absent or empty."""
+    if not isinstance(messages, list) or not messages:
+        raise HttpError(400, missing, code="invalid_messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise HttpError(400, f"messages[{i}] must be an object with a string role", code="invalid_messages")
+
+
+def check_types(body: dict, members: Iterable[tuple[str, type | tuple[type, ...], str]]) -> None:
+    """Each of ``members`` (name, accepted types, what to call them) that the body sets, null aside, has the
+    type the door reads it as."""
+    for key, kinds, what in members:
+        if body.get(key) is not None and not isinstance(body[key], kinds):
+            raise HttpError(400, f"{key} must be {what}", code="invalid_body")
+
+
 def validate_chat_body(body: Any) -> dict:
     """The original's chat schema (§2.3), with readable messages instead of a zod dump."""
     if not isinstance(body, dict):
         raise HttpError(400, "Request body must be a JSON object", code="invalid_body")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise HttpError(400, "messages must be a non-empty array", code="invalid_messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise HttpError(400, f"messages[{i}] must be an object with a string role", code="invalid_messages")
+    check_messages(body.get("messages"), "messages must be a non-empty array")
     if "model" in body and not isinstance(body["model"], str):
         raise HttpError(400, "model must be a string", code="invalid_body")
     if "stream" in body and not isinstance(body["stream"], bool):

@@ -1,7 +1,9 @@
 """POST /v1/router/route: the decision a request would get, with every score part, without running it.
 
 The dry run goes through the same ``Runner.route`` as a real request (classifier, pin, ``decide``
-against the live snapshot), so what it shows is what a request sent now would get.
+against the live snapshot), so what it shows is what a request sent now would get. It takes the body of
+any routed door: a chat completion, an Anthropic Messages request or a Responses request, told apart by
+their fields (``api`` in the answer says how the body was read).
 """
 
 from __future__ import annotations
@@ -15,8 +17,37 @@ from ..routing import Candidate, ModelState, RouterMeta, RoutingTable, normalize
 from ..runner import Runner
 from ..scheduler import Scheduler
 from ..snapshot import Snapshot
+from . import anthropic, responses
 from .bodies import read_json, validate_chat_body
 from .table import Route
+
+_ANTHROPIC_BLOCKS = frozenset({"tool_use", "tool_result"})
+
+
+def looks_like_messages(body: dict) -> bool:
+    """An Anthropic Messages body: a top-level ``system``, tools with an ``input_schema``, or tool blocks in
+    the messages. A chat completion has none of these."""
+    if "system" in body:
+        return True
+    tools = body.get("tools")
+    if isinstance(tools, list) and any(isinstance(t, dict) and "input_schema" in t for t in tools):
+        return True
+    messages = body.get("messages")
+    return isinstance(messages, list) and any(
+        isinstance(m, dict) and any(b.get("type") in _ANTHROPIC_BLOCKS for b in anthropic.content_blocks(m.get("content")))
+        for m in messages)
+
+
+def conversation_of(body: Any) -> tuple[str, dict, dict]:
+    """(how the body was read, the body, the chat-shaped conversation the classifier reads)."""
+    if isinstance(body, dict) and "input" in body:
+        body = responses.validate_responses(body)
+        return "responses", body, responses.classifier_input(body)
+    if isinstance(body, dict) and looks_like_messages(body):
+        body = anthropic.validate_messages(body)
+        return "messages", body, anthropic.classifier_input(body)
+    body = validate_chat_body(body)
+    return "chat", body, body
 
 
 def blocked_reason(c: Candidate, state: ModelState, spec: ModelSpec, required_mb: float,
@@ -79,9 +110,9 @@ class Explainer:
         return json_response(200, self.explain(await read_json(req)))
 
     def explain(self, body: Any) -> dict[str, Any]:
-        body = validate_chat_body(body)
+        api, body, conversation = conversation_of(body)
         meta = normalize_meta(body.get("router"), self.cfg)
-        routed = self.runner.route(body, meta, pinned=self.runner.pin(body.get("model")), explain=True)
+        routed = self.runner.route(conversation, meta, pinned=self.runner.pin(body.get("model")), explain=True)
         cls, d = routed.classification, routed.decision
         states = self.scheduler.states
         required = self.table.required_mb
@@ -89,6 +120,7 @@ class Explainer:
         total = self.cfg.gpu.vram_total_mb
         free_for_fit = free if free is not None else (total if total > 0 else None)  # what the gpu_only check used
         out: dict[str, Any] = {
+            "api": api,
             "taskType": cls.task_type,
             "explicitTaskType": cls.explicit,
             "complexity": cls.complexity,

@@ -42,7 +42,7 @@ async def forwarded(runner: Runner, cfg: Config, req: Request, path: str, *, emb
         model, reason = capable_model(cfg, pinned, embedding)
         meta = normalize_meta(body.get("router"), cfg)
     except HttpError as e:
-        runner.count(PLANE, task, None, "sync", e.status, started)
+        runner.count(PLANE, task, None, "sync", e.status, started, api=api)
         raise
     stream = not embedding and body.get("stream") is True
     call = Call(path, lambda m: forward_body(body, m, default_stream=None if embedding else False), [model],

@@ -152,7 +152,7 @@ class KongDoor:
             if mode == "async" and call.request.get("stream") is True:
                 raise HttpError(400, "stream: true cannot be combined with an async job", code="invalid_router_options")
         except HttpError as e:
-            self.runner.count(PLANE, None, None, mode, e.status, started)
+            self.runner.count(PLANE, None, None, mode, e.status, started, api="kong")
             raise
         req.log.update(model=call.model, taskType=call.task_type)
         return call
@@ -176,10 +176,10 @@ class KongDoor:
         try:
             job, position = self.jobs.submit(kc.request, kc.model, kc.task_type, kc.priority, req.principal.user)
         except HttpError as e:
-            self.runner.count(PLANE, kc.task_type, kc.model, "async", e.status, started)
+            self.runner.count(PLANE, kc.task_type, kc.model, "async", e.status, started, api="kong")
             raise
         req.log.update(mode="async", jobId=job.id)
-        self.runner.count(PLANE, kc.task_type, kc.model, "async", 202, started)
+        self.runner.count(PLANE, kc.task_type, kc.model, "async", 202, started, api="kong")
         location = f"{self.cfg.server.base_path.rstrip('/')}/v1/jobs/{job.id}"
         body = {"id": job.id, "status": "queued", "position": position, "nodeId": self.node_id,
                 "selectedModel": kc.model}

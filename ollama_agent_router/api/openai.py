@@ -75,12 +75,12 @@ class OpenAIDoor:
                 meta = meta._replace(allow_async=False)  # a streaming client waits for its stream
             routed = self.runner.route(body, meta, pinned=self.runner.pin(body.get("model")))
         except HttpError as e:
-            self.runner.count(plane, None, None, "sync", e.status, started)
+            self.runner.count(plane, None, None, "sync", e.status, started, api="openai")
             raise
         decision = routed.decision
         task = req.log["taskType"] = routed.classification.task_type
         if decision.action == "reject":
-            self.runner.count(plane, task, None, "reject", 503, started)
+            self.runner.count(plane, task, None, "reject", 503, started, api="openai")
             raise HttpError(503, decision.reason, code="no_model_available", headers=[("Retry-After", "5")])
         if decision.action == "async":
             return self.accept(req, routed, decision.model or "", decision.reason)
@@ -111,7 +111,7 @@ class OpenAIDoor:
             "router": {"mode": "async", "taskType": cls.task_type, "preferredModel": model, "position": position,
                        "estimatedClass": cls.complexity, "decisionReason": reason},
         }
-        self.runner.count(req.principal.plane or PLANE, cls.task_type, model, "async", 202, started)
+        self.runner.count(req.principal.plane or PLANE, cls.task_type, model, "async", 202, started, api="openai")
         headers = [("Location", f"{self.cfg.server.base_path.rstrip('/')}/v1/jobs/{job.id}")]
         if prefers_async(req):
             headers.append(("Preference-Applied", PREFER_ASYNC))

@@ -2,7 +2,11 @@
 
 Matching follows the original's Express defaults (case-insensitive static segments, one trailing
 slash tolerated) but splits the raw path before percent-decoding, so an encoded slash or ``%2e%2e``
-stays inside its segment and can never reach another route. Every miss is the same JSON 404.
+stays inside its segment and can never reach another route. Every miss is the same 404.
+
+The table also knows each path's error dialect: a door declares the path prefix its API owns (``/api`` is
+Ollama's, ``/v1/messages`` Anthropic's), and every error under it, a miss or a 405 included, is written the
+way that API's clients read errors. Everything else speaks OpenAI's envelope.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 from urllib.parse import unquote
 
-from ..errors import HttpError, not_found
+from ..errors import DIALECTS, HttpError, not_found, render_error
 from ..http.server import Request, Response, StreamResponse
 
 HandlerFn = Callable[[Request, dict[str, str]], Awaitable["Response | StreamResponse"]]
@@ -29,9 +33,13 @@ class Route:
 
 
 class RouteTable:
-    def __init__(self, routes: list[Route], base_path: str = "/") -> None:
+    def __init__(self, routes: list[Route], base_path: str = "/", dialects: dict[str, str] | None = None) -> None:
         self.base = "" if base_path == "/" else base_path.lower()
         self.routes = tuple(routes)  # as given, for tools that work from the table (the access drills)
+        assert all(d in DIALECTS for d in (dialects or {}).values())
+        # Longest prefix first, so a prefix inside another one's scope wins.
+        self._dialects = sorted(((p.lower().rstrip("/"), d) for p, d in (dialects or {}).items()),
+                                key=lambda item: -len(item[0]))
         self._static: dict[str, dict[str, Route]] = {}
         self._dynamic: list[tuple[tuple[str, ...], dict[str, Route]]] = []
         for r in routes:
@@ -46,15 +54,31 @@ class RouteTable:
             else:
                 self._static.setdefault("/" + "/".join(segs), {})[r.method] = r
 
-    def _lookup(self, raw_path: str) -> tuple[dict[str, Route], dict[str, str]]:
+    def _relative(self, raw_path: str) -> str | None:
+        """The path below the base path, one trailing slash dropped; None when it is not below it."""
         path = raw_path
         if self.base:
             if not path.lower().startswith(self.base) or path[len(self.base) : len(self.base) + 1] not in ("/", ""):
-                raise not_found()
+                return None
             path = path[len(self.base) :] or "/"
         if path != "/" and path.endswith("/"):
             path = path[:-1]
-        if "//" in path:
+        return path
+
+    def dialect(self, raw_path: str) -> str:
+        path = (self._relative(raw_path) or "").lower()
+        for prefix, dialect in self._dialects:
+            if path == prefix or path.startswith(prefix + "/"):
+                return dialect
+        return "openai"
+
+    def error_body(self, raw_path: str, err: HttpError) -> bytes:
+        """The body of ``err`` for a request to ``raw_path`` (the HTTP server's ``error_body``)."""
+        return render_error(err, self.dialect(raw_path))
+
+    def _lookup(self, raw_path: str) -> tuple[dict[str, Route], dict[str, str]]:
+        path = self._relative(raw_path)
+        if path is None or "//" in path:
             raise not_found()
         methods = self._static.get(path.lower())
         if methods is not None:
@@ -67,12 +91,12 @@ class RouteTable:
         raise not_found()
 
     def allowed(self, raw_path: str) -> str:
-        """The Allow header value for a path (raises the JSON 404 for unknown paths)."""
+        """The Allow header value for a path (raises the 404 for unknown paths)."""
         methods, _ = self._lookup(raw_path)
         return ", ".join(sorted(set(methods) | ({"HEAD"} if "GET" in methods else set())))
 
     def match(self, method: str, raw_path: str) -> tuple[Route, dict[str, str]]:
-        """The route for a request, with decoded path parameters. Raises the JSON 404 or a 405."""
+        """The route for a request, with decoded path parameters. Raises the 404 or a 405."""
         methods, params = self._lookup(raw_path)
         route = methods.get(method) or (methods.get("GET") if method == "HEAD" else None)
         if route is None:

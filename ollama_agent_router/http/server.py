@@ -86,8 +86,12 @@ def json_response(status: int, obj: Any, headers: list[tuple[str, str]] | None =
     return Response(status, dumps(obj), headers)
 
 
-def error_response(err: HttpError) -> Response:
-    return Response(err.status, err.body(), list(err.headers))
+def openai_error_body(path: str, err: HttpError) -> bytes:
+    return err.body()
+
+
+# (request path, error) -> the error's body in the dialect of the API behind that path.
+ErrorBody = Callable[[str, HttpError], bytes]
 
 
 Handler = Callable[["Request"], Awaitable[Union[Response, StreamResponse]]]
@@ -254,7 +258,7 @@ class _Connection(asyncio.Protocol):
         self.buf = bytearray()
         if head.content_length is not None and head.content_length > self.limits.max_body:
             self._write_error_and_close(
-                413, f"Request body exceeds the limit of {self.limits.max_body} bytes", "body_too_large"
+                413, f"Request body exceeds the limit of {self.limits.max_body} bytes", "body_too_large", path=head.path
             )
             return
         self._start_body(head)
@@ -343,7 +347,7 @@ class _Connection(asyncio.Protocol):
             try:
                 response = await server.handler(request)
             except HttpError as e:
-                response = error_response(e)
+                response = Response(e.status, server.error_body(request.path, e), list(e.headers))
             except Exception as e:  # a bug must not leak a traceback to the client
                 if self.closed:
                     raise ConnectionResetError("client disconnected") from e
@@ -351,7 +355,8 @@ class _Connection(asyncio.Protocol):
                     "handler_error", requestId=request.request_id, path=request.path,
                     error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8),
                 )
-                response = error_response(HttpError(500, "Internal server error", code="internal_error"))
+                internal = HttpError(500, "Internal server error", code="internal_error")
+                response = Response(500, server.error_body(request.path, internal))
             if self.closed:
                 return
             if isinstance(response, StreamResponse):
@@ -474,11 +479,15 @@ class _Connection(asyncio.Protocol):
         )
 
     def _write_error_and_close(self, status: int, message: str, code: str,
-                               headers: list[tuple[str, str]] | None = None) -> None:
+                               headers: list[tuple[str, str]] | None = None, path: str | None = None) -> None:
+        """An error the connection answers by itself; once the head named a ``path``, in that API's dialect."""
         if self.transport is None or self.closed:
             return
         if not self.responding:
-            body = dumps(error_payload(status, message, code))
+            if path is None:
+                body = dumps(error_payload(status, message, code))
+            else:
+                body = self.server.error_body(path, HttpError(status, message, code=code))
             extra = "".join(f"{k}: {v}\r\n" for k, v in headers or [])
             self.transport.write(
                 _STATUS_LINES.get(status, b"HTTP/1.1 400 Bad Request\r\n")
@@ -568,8 +577,10 @@ class HttpServer:
         limits: ServerLimits = ServerLimits(),
         ssl_context: ssl.SSLContext | None = None,
         log: Logger | None = None,
+        error_body: ErrorBody = openai_error_body,
     ) -> None:
         self.handler = handler
+        self.error_body = error_body
         self.limits = limits
         self.ssl_context = ssl_context
         self.log = log or Logger("warning")

@@ -1,8 +1,9 @@
 """A zero-delay Ollama stand-in for benchmarks (``ollama-agent-router simulate --fast``).
 
 It answers the routes a router's hot path uses — ``POST /v1/chat/completions`` (JSON, or SSE in the
-current Ollama flavour with a usage chunk and ``[DONE]``), ``/api/ps``, ``/api/tags``, ``/api/version``
-and ``/`` — with wire-correct replies and no scheduling, loading, faults or bookkeeping, so that the
+current Ollama flavour with a usage chunk and ``[DONE]``), ``POST /v1/messages`` (JSON, or Anthropic's
+named events as Ollama sends them, §7.6), ``/api/ps``, ``/api/tags``, ``/api/version`` and ``/`` — with
+wire-correct replies and no scheduling, loading, faults or bookkeeping, so that the
 upstream is never the bottleneck when a router's overhead is measured. Everything else gets Ollama's
 plain-text 404. Use the full ``OllamaSimulator`` for behaviour; use this one for speed.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Callable
 
 from ..http.parser import ProtocolError, find_head_end, parse_head
 from ..jsonutil import dumps
@@ -25,6 +27,28 @@ def _reply(status: str, content_type: bytes, body: bytes) -> bytes:
             + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
+def _sse(events: list[bytes]) -> bytes:
+    """A whole chunked SSE reply, one event per chunk as Ollama flushes them."""
+    parts = [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    parts += [b"%x\r\n%b\r\n" % (len(event), event) for event in events]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def _openai_error(status: str, message: str) -> bytes:
+    body = {"error": {"message": message, "type": "not_found_error" if status.startswith("404") else
+                      "invalid_request_error", "param": None, "code": None}}
+    return _reply(status, b"application/json", dumps(body))
+
+
+def _anthropic_error(status: str, message: str) -> bytes:
+    kind = "not_found_error" if status.startswith("404") else "invalid_request_error"
+    return _reply(status, b"application/json", dumps({"type": "error", "error": {"type": kind, "message": message}}))
+
+
+def _named(event: dict) -> bytes:
+    return b"event: " + event["type"].encode() + b"\ndata: " + dumps(event) + b"\n\n"
+
+
 class FastSimulator:
     def __init__(self, models: list[str], *, reply_tokens: int = 8) -> None:
         self.models = models
@@ -33,7 +57,7 @@ class FastSimulator:
         self.url = ""
         # A stream is the same bytes for every request in the same second: render it once, so the
         # upstream stays zero-delay for a 200-chunk reply too.
-        self._last_stream: tuple[tuple[str, int, bool], bytes] | None = None
+        self._last_stream: tuple[tuple[str, str, int, bool], bytes] | None = None
         tags = {"models": [{"name": m, "model": m, "modified_at": "2026-01-01T00:00:00Z", "size": 4_000_000_000,
                             "digest": "0" * 64, "details": {"parent_model": "", "format": "gguf", "family": "llama",
                                                            "families": ["llama"], "parameter_size": "7B",
@@ -57,32 +81,63 @@ class FastSimulator:
             self._server.close()
             self._server = None
 
-    def chat(self, body: bytes) -> bytes:
+    def _request(self, body: bytes, error: Callable[[str, str], bytes]) -> dict | bytes:
+        """The request object, or the error reply (``error`` writes it in the API's shape)."""
         try:
             req = json.loads(body)
             model = str(req.get("model", ""))
         except (ValueError, AttributeError):
-            return _reply("400 Bad Request", b"application/json", b'{"error":{"message":"invalid JSON",'
-                          b'"type":"invalid_request_error","param":null,"code":null}}')
+            return error("400 Bad Request", "invalid JSON")
         if model not in self.models:
-            msg = dumps({"error": {"message": f"model '{model}' not found", "type": "not_found_error",
-                                   "param": None, "code": None}})
-            return _reply("404 Not Found", b"application/json", msg)
-        created = int(time.time())
+            return error("404 Not Found", f"model '{model}' not found")
+        return req
+
+    def chat(self, body: bytes) -> bytes:
+        req = self._request(body, _openai_error)
+        if isinstance(req, bytes):
+            return req
+        model, created = req["model"], int(time.time())
         usage = {"prompt_tokens": 8, "completion_tokens": self.reply_tokens, "total_tokens": 8 + self.reply_tokens}
         if req.get("stream") is True:
-            return self._stream(model, created, usage, bool((req.get("stream_options") or {}).get("include_usage")))
+            include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+            return self._stream(("chat", model, created, include_usage),
+                                lambda: self._render_stream(model, created, usage, include_usage))
         out = {"id": "chatcmpl-1", "object": "chat.completion", "created": created, "model": model,
                "system_fingerprint": "fp_ollama",
                "choices": [{"index": 0, "message": {"role": "assistant", "content": "tok " * self.reply_tokens},
                             "finish_reason": "stop"}], "usage": usage}
         return _reply("200 OK", b"application/json", dumps(out) + b"\n")
 
-    def _stream(self, model: str, created: int, usage: dict, include_usage: bool) -> bytes:
-        key = (model, created, include_usage)
+    def messages(self, body: bytes) -> bytes:
+        req = self._request(body, _anthropic_error)
+        if isinstance(req, bytes):
+            return req
+        model = req["model"]
+        usage = {"input_tokens": 8, "output_tokens": self.reply_tokens}
+        if req.get("stream") is True:
+            return self._stream(("messages", model, int(time.time()), False),
+                                lambda: self._render_messages(model, usage))
+        out = {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+               "content": [{"type": "text", "text": "tok " * self.reply_tokens}], "stop_reason": "end_turn",
+               "usage": usage}
+        return _reply("200 OK", b"application/json", dumps(out) + b"\n")
+
+    def _stream(self, key: tuple[str, str, int, bool], render: Callable[[], bytes]) -> bytes:
         if self._last_stream is None or self._last_stream[0] != key:
-            self._last_stream = (key, self._render_stream(model, created, usage, include_usage))
+            self._last_stream = (key, render())
         return self._last_stream[1]
+
+    def _render_messages(self, model: str, usage: dict) -> bytes:
+        start = {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                                                      "model": model, "content": [],
+                                                      "usage": {"input_tokens": 8, "output_tokens": 0}}}
+        delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "tok "}}
+        events = [start, {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
+        events += [delta] * self.reply_tokens
+        events += [{"type": "content_block_stop", "index": 0},
+                   {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": usage},
+                   {"type": "message_stop"}]
+        return _sse([_named(e) for e in events])
 
     def _render_stream(self, model: str, created: int, usage: dict, include_usage: bool) -> bytes:
         head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": created, "model": model,
@@ -94,13 +149,7 @@ class FastSimulator:
         events.append(dict(head, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]))
         if include_usage:
             events.append(dict(head, choices=[], usage=usage))
-        parts = [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"]
-        for event in events:
-            data = b"data: " + dumps(event) + b"\n\n"
-            parts.append(b"%x\r\n%b\r\n" % (len(data), data))
-        done = b"data: [DONE]\n\n"
-        parts.append(b"%x\r\n%b\r\n0\r\n\r\n" % (len(done), done))
-        return b"".join(parts)
+        return _sse([b"data: " + dumps(event) + b"\n\n" for event in events] + [b"data: [DONE]\n\n"])
 
 
 class _FastConnection(asyncio.Protocol):
@@ -133,6 +182,8 @@ class _FastConnection(asyncio.Protocol):
             path = head.path.encode()
             if head.method == "POST" and path == b"/v1/chat/completions":
                 self.transport.write(self.sim.chat(body))
+            elif head.method == "POST" and path == b"/v1/messages":
+                self.transport.write(self.sim.messages(body))
             else:
                 self.transport.write(self.sim._static.get(path, _TEXT_404) if head.method == "GET" else _TEXT_404)
 

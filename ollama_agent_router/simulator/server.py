@@ -138,8 +138,8 @@ class OllamaSimulator(SimCore):
 
     # ---- dispatch ---------------------------------------------------------------------------------------
     async def _handle(self, req: Request) -> Response | StreamResponse:
-        call: dict[str, Any] = {"path": req.path, "method": req.method, "model": None, "body": None,
-                                "t": time.monotonic(), "status": None}
+        call: dict[str, Any] = {"path": req.path, "query": req.query, "headers": req.headers, "method": req.method,
+                                "model": None, "body": None, "t": time.monotonic(), "status": None}
         self.calls.append(call)
         try:
             response = await self._dispatch(req, call)
