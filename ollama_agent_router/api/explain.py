@@ -11,10 +11,8 @@ from typing import Any
 from ..config.schema import Config
 from ..http.server import Request, Response, json_response
 from ..jsonutil import num
-from ..routing import Candidate, ModelState, RoutingTable, normalize_meta
-from ..runner import Runner
-from ..scheduler import Scheduler
-from ..snapshot import Snapshot
+from ..routing import IDLE, Candidate, ModelState, RoutingTable, normalize_meta
+from ..runner import DecisionRecord, Runner
 from .bodies import read_json, validate_chat_body
 from .table import Route
 
@@ -37,13 +35,10 @@ def candidate_json(c: Candidate, state: ModelState, required_mb: float) -> dict[
 
 
 class Explainer:
-    def __init__(self, cfg: Config, runner: Runner, table: RoutingTable, scheduler: Scheduler,
-                 snapshot: Snapshot) -> None:
+    def __init__(self, cfg: Config, runner: Runner, table: RoutingTable) -> None:
         self.cfg = cfg
         self.runner = runner
         self.table = table
-        self.scheduler = scheduler
-        self.snapshot = snapshot
 
     def routes(self) -> list[Route]:
         # "jobs" is the gate both public planes share: a standalone or a runtimeAgent key may ask.
@@ -56,28 +51,34 @@ class Explainer:
         body = validate_chat_body(body)
         meta = normalize_meta(body.get("router"), self.cfg)
         routed = self.runner.route(body, meta, pinned=self.runner.pin(body.get("model")), explain=True)
-        cls, d = routed.classification, routed.decision
-        states = self.scheduler.states
-        required = self.table.required_mb
-        out: dict[str, Any] = {
-            "taskType": cls.task_type,
-            "explicitTaskType": cls.explicit,
-            "complexity": cls.complexity,
-            "confidence": round(cls.confidence, 3),
-            "markers": list(cls.signals),
-            "tokenEstimate": cls.token_estimate,
-            "requiresLargeContext": cls.requires_large_context,
-            "requiresToolUse": cls.requires_tool_use,
-            "mode": d.action,
-            "reason": d.reason,
-            "heavyLoad": d.heavy_load,
-            "candidates": [candidate_json(c, states[c.name], required[c.name]) for c in d.ranked + d.blocked],
-        }
-        if d.model is not None:
-            out["selectedModel"] = d.model
-        if routed.pinned is not None:
-            out["pinned"] = routed.pinned
-        free = self.snapshot.gpu_free_mb
-        if free is not None:
-            out["gpuFreeMb"] = num(free)
-        return out
+        assert routed.record is not None  # explain=True keeps it
+        return explanation(routed.record, self.table.required_mb)
+
+
+def explanation(record: DecisionRecord, required: dict[str, float]) -> dict[str, Any]:
+    """A decision with every score part, against the runtime view it was made on (the live feed keeps these
+    records, so a recent decision can be shown exactly as this endpoint would have shown it)."""
+    cls, d = record.classification, record.decision
+    states = record.view.models
+    out: dict[str, Any] = {
+        "taskType": cls.task_type,
+        "explicitTaskType": cls.explicit,
+        "complexity": cls.complexity,
+        "confidence": round(cls.confidence, 3),
+        "markers": list(cls.signals),
+        "tokenEstimate": cls.token_estimate,
+        "requiresLargeContext": cls.requires_large_context,
+        "requiresToolUse": cls.requires_tool_use,
+        "mode": d.action,
+        "reason": d.reason,
+        "heavyLoad": d.heavy_load,
+        "candidates": [candidate_json(c, states.get(c.name, IDLE), required[c.name]) for c in d.ranked + d.blocked],
+    }
+    if d.model is not None:
+        out["selectedModel"] = d.model
+    if record.pinned is not None:
+        out["pinned"] = record.pinned
+    free = record.view.gpu_free_mb
+    if free is not None:
+        out["gpuFreeMb"] = num(free)
+    return out

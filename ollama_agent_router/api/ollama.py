@@ -130,12 +130,14 @@ class OllamaDoor:
             if routed.decision.model is None:
                 raise HttpError(503, routed.decision.reason, code="no_model_available", headers=[("Retry-After", "5")])
         except HttpError as e:
-            self.runner.count(PLANE, req.log.get("taskType"), None, "sync", e.status, started)
+            self.runner.count(PLANE, req.log.get("taskType"), None, "sync", e.status, started, api="ollama",
+                              reason=e.code)
             raise
         stream = body.get("stream", True)  # Ollama's native APIs stream unless told otherwise
         call = Call(f"{self.native}/{api}", lambda m: forward_body(body, m, default_stream=None), routed.models(),
                     meta.priority, req.principal.user, meta.max_queue_time_ms, meta.max_execution_time_ms,
-                    stream=OLLAMA_NDJSON if stream else None, api="ollama", plane=PLANE, task=task, log=req.log)
+                    stream=OLLAMA_NDJSON if stream else None, api="ollama", plane=PLANE, task=task, log=req.log,
+                    reason=routed.decision.reason, record=routed.record)
         return await self.runner.run(call, routed_reply(routed, comment=False))
 
     async def embed(self, req: Request, params: dict[str, str]) -> Response | StreamResponse:

@@ -237,6 +237,13 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class UiConfig:
+    # Whose keys may read the live feed (GET /v1/router/events) that the dashboard and `oar top` show:
+    # runtimeAgent (the policy of /v1/router/status) or admin.
+    plane: str = "runtimeAgent"
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     ollama: OllamaConfig
@@ -248,6 +255,7 @@ class Config:
     queue: QueueConfig
     access: AccessConfig = AccessConfig()
     metrics: MetricsConfig = MetricsConfig()
+    ui: UiConfig = UiConfig()
     path: str | None = None  # the file it came from, absolute
 
     def model(self, name: str) -> ModelSpec | None:
