@@ -12,7 +12,7 @@ import ssl
 import time
 
 from .access.control import AccessControl
-from .api import admin, events, explain, jobs, kong, ollama, openai, status
+from .api import admin, events, explain, jobs, kong, ollama, openai, status, ui
 from .api.gate import FrontGate
 from .api.table import RouteTable
 from .config.schema import CORE_TASK_TYPES, Config
@@ -84,7 +84,8 @@ class App:
             + kong.KongDoor(cfg, runner, job_manager, table, snapshot, scheduler).routes()
             + ollama.OllamaDoor(cfg, runner, snapshot, client).routes()
             + explain.Explainer(cfg, runner, table).routes()
-            + events.FeedRoutes(cfg, hub, scheduler, snapshot, job_manager, metrics, residency, table).routes(),
+            + events.FeedRoutes(cfg, hub, scheduler, snapshot, job_manager, metrics, residency, table).routes()
+            + ui.DashboardPage().routes(),
             cfg.server.base_path,
         )
         origins = frozenset(cfg.server.allowed_origins)

@@ -6,18 +6,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
+import selectors
+import signal
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from typing import Any, Callable
 
 import ollama
 import pytest
 from conftest import QWEN, VIBE, Stack, chat_body, make_config, wait_for
+from test_cli import cli_env
 from test_kong import execute_body
 
 from ollama_agent_router.commands.client import ClientError, Target
 from ollama_agent_router.commands.feed import Feed
+from ollama_agent_router.commands.serve import dashboard_url
 from ollama_agent_router.config.parse import ConfigError
 from ollama_agent_router.events import EventHub, JobEvent, RuntimeEvent
 from ollama_agent_router.metrics import RecentRequests
@@ -252,6 +260,7 @@ def test_access_follows_ui_plane(stack_factory):
     assert stack.request("GET", "/v1/router/decisions/1").status == 401
     admin = stack_factory({"ui": {"plane": "admin"}})  # the admin plane is off here: the feed does not exist
     assert admin.request("GET", "/v1/router/events").status == 404
+    assert admin.request("GET", "/ui/").status == 200  # the page itself holds nothing and is always served
     with pytest.raises(ConfigError, match="ui.plane: must be one of runtimeAgent, admin"):
         make_config({"ui": {"plane": "standalone"}})
 
@@ -265,3 +274,47 @@ def test_readers_beyond_the_limit_are_turned_away(stack):
     wait_for(lambda: not stack.app.events.subscribers)
     Watch(stack)
 
+
+# ---- the page ---------------------------------------------------------------------------------------------
+
+def test_the_page_is_one_small_self_contained_file(stack_factory):
+    stack = stack_factory({"server": {"basePath": "/router"}})
+    page = stack.request("GET", "/ui/")
+    assert page.status == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
+    assert stack.request("GET", "/ui").body == page.body
+    html = page.body.decode()
+    code = "".join(re.findall(r"<(?:script|style)>(.*?)</(?:script|style)>", html, re.S))
+    assert len(code.encode()) < 60 * 1024 and html.count("<script") == 1 and html.count("<style") == 1
+    assert not re.search(r"(src|href)=\"(?!data:)|https?://|@import|url\(", html)  # nothing from elsewhere
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "'unsafe-inline'" not in csp
+    assert "localStorage" not in html and "sessionStorage.setItem" in html  # the key lives for the tab only
+
+
+def test_serve_prints_the_dashboard_url_and_it_answers(tmp_path):
+    """The README's first command: ``serve --simulate``, then open the URL it prints."""
+    proc = subprocess.Popen([sys.executable, "-m", "ollama_agent_router", "serve", "--simulate", "--port", "0",
+                             "--log-level", "warning"], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        printed = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            deadline = time.monotonic() + 30
+            while b"/ui/\n" not in printed and time.monotonic() < deadline and sel.select(deadline - time.monotonic()):
+                printed += os.read(proc.stdout.fileno(), 4096) or b"(ended)"
+        url = re.search(rb"^Dashboard: (http://127\.0\.0\.1:\d+/ui/)$", printed, re.M)
+        assert url, printed
+        url = url.group(1).decode()
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert page.status == 200 and b"<title>ollama-agent-router</title>" in page.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        proc.stdout.close()
+
+
+def test_dashboard_url_for_wildcard_binds_and_base_paths():
+    assert dashboard_url("http", "0.0.0.0", 11435, "/") == "http://127.0.0.1:11435/ui/"
+    assert dashboard_url("https", "::", 8443, "/router") == "https://[::1]:8443/router/ui/"
+    assert dashboard_url("http", "10.0.0.5", 80, "/") == "http://10.0.0.5:80/ui/"

@@ -47,6 +47,14 @@ def _simulated(cfg: Config, sim_url: str) -> Config:
     return dataclasses.replace(cfg, ollama=ollama, gpu=gpu)
 
 
+def dashboard_url(scheme: str, host: str, port: int, base_path: str) -> str:
+    """Where the dashboard page is; a wildcard bind is shown as loopback, where a browser on this host finds it."""
+    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"{scheme}://{shown}:{port}{base_path.rstrip('/')}/ui/"
+
+
 async def _wait_for_signal(on_hangup: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -80,6 +88,7 @@ async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, por
     scheme = "https" if cfg.server.https.enabled else "http"
     log.info("listening", host=host or cfg.server.host, port=bound, basePath=cfg.server.base_path,
              protocol=scheme, nodeId=cfg.server.node_id, configPath=cfg.path, simulate=simulate)
+    print(f"Dashboard: {dashboard_url(scheme, host or cfg.server.host, bound, cfg.server.base_path)}", flush=True)
     try:
         await _wait_for_signal(app.reload_access)
     finally:
