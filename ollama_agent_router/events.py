@@ -14,10 +14,8 @@ shown for them (their ``DecisionRecord``), so a dashboard that connects late or 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from .jsonutil import dumps
 
@@ -36,11 +34,11 @@ def _ms(t: float | None) -> int | None:
     return None if t is None else int(t * 1000)
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionEvent:
+# Events are tuples rather than frozen dataclasses: one is built per request while someone watches, and a
+# frozen dataclass pays a setattr per field.
+class DecisionEvent(NamedTuple):
     """One answered request: which door, which model and why, how long it waited and ran, and its status."""
 
-    kind: ClassVar[str] = "decision"
     api: str  # the door: openai | ollama | kong | anthropic | responses ...
     plane: str
     task: str | None
@@ -50,8 +48,9 @@ class DecisionEvent:
     queue_ms: int
     duration_ms: float
     reason: str
+    at: float  # wall clock, seconds
     record: Any = None  # the runner's DecisionRecord, kept for the explanation; never sent
-    at: float = field(default_factory=time.time)  # wall clock, seconds
+    kind = "decision"
 
     def to_json(self) -> dict[str, Any]:
         return {"at": _ms(self.at), "api": self.api, "plane": self.plane, "task": self.task, "model": self.model,
@@ -60,11 +59,9 @@ class DecisionEvent:
                 "explained": self.record is not None}
 
 
-@dataclass(frozen=True, slots=True)
-class JobEvent:
+class JobEvent(NamedTuple):
     """A job changed state (it was accepted, started, retried, finished, cancelled or expired)."""
 
-    kind: ClassVar[str] = "job"
     id: str
     status: str
     model: str
@@ -74,6 +71,7 @@ class JobEvent:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    kind = "job"
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "model": self.model, "task": self.task,
@@ -81,12 +79,11 @@ class JobEvent:
                 "startedAt": _ms(self.started_at), "finishedAt": _ms(self.finished_at)}
 
 
-@dataclass(frozen=True, slots=True)
-class RuntimeEvent:
+class RuntimeEvent(NamedTuple):
     """The background snapshot changed: GPU memory, loaded models, Ollama's reachability."""
 
-    kind: ClassVar[str] = "runtime"
     body: dict[str, Any]
+    kind = "runtime"
 
     def to_json(self) -> dict[str, Any]:
         return self.body

@@ -266,7 +266,7 @@ class Runner:
         )
         if self.events.subscribers:
             self.events.publish(DecisionEvent(api, plane, task, model, mode, status, queue_ms, seconds * 1000,
-                                              reason, record))
+                                              reason, time.time(), record))
 
     # ---- running for a job ------------------------------------------------------------------------
     async def complete(self, call: Call, slot: Slot) -> bytes:
