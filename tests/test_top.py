@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import selectors
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 from conftest import VIBE, chat_body
@@ -158,3 +162,27 @@ def test_top_prints_plain_frames_when_not_on_a_terminal(stack):
         proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_top_full_screen_on_a_terminal_quits_on_q(stack):
+    """On a terminal (a pseudo-terminal here) ``oar top`` draws with curses and ``q`` ends it."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "ollama_agent_router", "-u", stack.url, "top"],
+                            env={**cli_env(), "TERM": "xterm"}, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    try:
+        screen = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(master, selectors.EVENT_READ)
+            deadline = time.monotonic() + 20
+            while b"q: quit" not in screen and sel.select(max(0.0, deadline - time.monotonic())):
+                screen += os.read(master, 65536)
+        assert b"MODELS" in screen and b"DECISIONS" in screen and b"q: quit" in screen
+        os.write(master, b"q")
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
