@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -263,6 +264,16 @@ def test_access_follows_ui_plane(stack_factory):
     assert admin.request("GET", "/ui/").status == 200  # the page itself holds nothing and is always served
     with pytest.raises(ConfigError, match="ui.plane: must be one of runtimeAgent, admin"):
         make_config({"ui": {"plane": "standalone"}})
+
+
+def test_head_of_the_feed_is_the_head_alone(stack):
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+    for _ in range(2):  # one keep-alive connection: nothing follows the head, so the next request is answered
+        conn.request("HEAD", "/v1/router/events")
+        reply = conn.getresponse()
+        assert (reply.status, reply.read(), reply.getheader("content-type")) == (200, b"", "text/event-stream")
+    conn.close()
+    assert not stack.app.events.subscribers
 
 
 def test_readers_beyond_the_limit_are_turned_away(stack):
