@@ -1,10 +1,11 @@
 """Router overhead against direct-to-simulator, one run, ratios and differences.
 
-    python bench/overhead.py [--requests 3000] [--conns 16] [--stream-chunks 200] [--secured]
+    python bench/overhead.py [--requests 3000] [--conns 16] [--stream-chunks 200] [--secured] [--subscribe]
 
 Starts the zero-delay simulator (``simulator_fast``) and the router as separate processes on loopback, then drives both with
 the same requests from this process (a small asyncio HTTP/1.1 keep-alive client; its own ceiling is
-shown by the direct column). Prints one table.
+shown by the direct column). Prints one table. ``--subscribe`` keeps one reader on the live feed
+(``/v1/router/events``, in its own process) for the whole run.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ async def main():
     await sim.start("127.0.0.1", {port})
     await asyncio.Event().wait()
 asyncio.run(main())
+"""
+
+
+FEED_READER = """
+import socket
+sock = socket.create_connection(("127.0.0.1", {port}))
+sock.sendall(b"GET /v1/router/events HTTP/1.1\\r\\nHost: b\\r\\n{auth}\\r\\n")
+while sock.recv(1 << 16):
+    pass
 """
 
 
@@ -308,6 +318,7 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=200)
     ap.add_argument("--secured", action="store_true", help="key-protected standalone plane with a rate limit")
     ap.add_argument("--soak", type=int, default=0, help="extra requests before the final RSS reading")
+    ap.add_argument("--subscribe", action="store_true", help="one reader on the live feed during the run")
     args = ap.parse_args()
 
     sim_port, router_port = free_port(), free_port()
@@ -321,9 +332,14 @@ def main() -> None:
         f.write(config_text(sim_port, router_port, args.secured))
     router = subprocess.Popen([sys.executable, "-m", "ollama_agent_router", "serve", "-c", cfg_path,
                                "--log-level", "warning"], env=env)
+    reader = None
     try:
         wait_port(sim_port)
         wait_port(router_port)
+        headers = f"Authorization: Bearer {BENCH_KEY}\r\n" if args.secured else ""
+        if args.subscribe:
+            auth = f"Authorization: Bearer {BENCH_KEY}\\r\\n" if args.secured else ""
+            reader = subprocess.Popen([sys.executable, "-c", FEED_READER.format(port=router_port, auth=auth)])
         time.sleep(0.5)
         rss_idle = rss_kb(router.pid)
         headers = f"Authorization: Bearer {BENCH_KEY}\r\n" if args.secured else ""
@@ -348,6 +364,9 @@ def main() -> None:
         r = asyncio.run(run())
         rss_after = rss_kb(router.pid)
     finally:
+        if reader is not None:
+            reader.kill()
+            reader.wait()
         for p in (router, sim):
             p.send_signal(signal.SIGTERM)
         for p in (router, sim):
@@ -375,6 +394,7 @@ def main() -> None:
         enq, deq = queue_us(depth)
         rows.append((f"async job enqueue / dispatch at {depth:,} queued, µs", "", f"{enq:.2f} / {deq:.2f}", ""))
     print(f"\nrouter overhead — {'secured (key + rate limit)' if args.secured else 'open'} config, "
+          f"{'one live feed reader' if args.subscribe else 'no feed reader'}, "
           f"python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
     print(f"| {'measure':<42} | {'direct':>10} | {'router':>14} | {'added / ratio':>13} |")
     print(f"|{'-' * 44}|{'-' * 12}:|{'-' * 16}:|{'-' * 15}:|")

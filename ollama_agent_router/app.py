@@ -12,10 +12,11 @@ import ssl
 import time
 
 from .access.control import AccessControl
-from .api import admin, anthropic, explain, jobs, kong, ollama, openai, responses, status
+from .api import admin, anthropic, events, explain, jobs, kong, ollama, openai, responses, status, ui
 from .api.gate import FrontGate
 from .api.table import RouteTable
 from .config.schema import CORE_TASK_TYPES, Config
+from .events import EventHub
 from .gpu import GpuBackend, GpuProbe
 from .http.server import HttpServer, ServerLimits
 from .jobs import JobManager
@@ -60,6 +61,7 @@ class App:
     def __init__(self, cfg: Config, *, log: Logger | None = None, gpu_backend: GpuBackend | None = None) -> None:
         self.cfg = cfg
         self.log = log = log or Logger("info")
+        self.events = hub = EventHub()  # the live feed: producers publish only while someone reads it
         self.table = table = RoutingTable(cfg)
         self.metrics = metrics = Metrics(table.order, tuple(CORE_TASK_TYPES) + tuple(table.task_types))
         self.client = client = OllamaClient(cfg.ollama.base_url, connect_timeout=cfg.ollama.connect_timeout_ms / 1000,
@@ -68,10 +70,10 @@ class App:
         self.residency = residency = Residency(cfg, client, metrics, log, refresh_snapshot=poll_now.set)
         self.scheduler = scheduler = Scheduler(cfg, residency)
         gpu = GpuProbe(cfg.gpu, backend=gpu_backend, log=lambda event, fields: log.warning(event, **fields))
-        self.snapshot = snapshot = Snapshot(cfg, client, gpu, table, log,
+        self.snapshot = snapshot = Snapshot(cfg, client, gpu, table, log, hub,
                                             listeners=(scheduler.set_loaded, residency.set_loaded), wake=poll_now)
-        self.runner = runner = Runner(cfg, table, scheduler, client, snapshot, metrics, log)
-        self.jobs = job_manager = JobManager(cfg, scheduler, runner, metrics, log)
+        self.runner = runner = Runner(cfg, table, scheduler, client, snapshot, metrics, log, hub)
+        self.jobs = job_manager = JobManager(cfg, scheduler, runner, metrics, log, hub)
         self.access = access = AccessControl(cfg, log=log, metrics=metrics)
         state = status.StatusRoutes(cfg, scheduler, snapshot, job_manager, metrics)
         self.routes = RouteTable(
@@ -83,7 +85,9 @@ class App:
             + ollama.OllamaDoor(cfg, runner, snapshot, client).routes()
             + anthropic.AnthropicDoor(cfg, runner).routes()
             + responses.ResponsesDoor(cfg, runner, table).routes()
-            + explain.Explainer(cfg, runner, table, scheduler, snapshot).routes(),
+            + explain.Explainer(cfg, runner, table).routes()
+            + events.FeedRoutes(cfg, hub, scheduler, snapshot, job_manager, metrics, residency, table).routes()
+            + ui.DashboardPage().routes(),
             cfg.server.base_path,
             dict([ollama.ERROR_DIALECT, anthropic.ERROR_DIALECT]),
         )
@@ -122,6 +126,7 @@ class App:
         grace = self.cfg.server.shutdown_grace_ms / 1000 if grace is None else grace
         deadline = time.monotonic() + grace
         self.jobs.pause()  # queued jobs wait for the next start rather than begin during the grace period
+        self.events.close()  # live feeds end now: they must not hold the grace period open
         clean = await self.server.shutdown(grace)
         if self.metrics_server is not None:
             await self.metrics_server.shutdown(0)

@@ -127,6 +127,8 @@ def _add_client_commands(sub: Any) -> None:
     for name, text in (("job", "one job"), ("result", "a job's result (pending counts as success)"),
                        ("cancel", "cancel a job")):
         sub.add_parser(name, parents=[client], help=text).add_argument("job_id", metavar="jobId")
+    top = sub.add_parser("top", parents=[client], help="live view of GPU, models, decisions and jobs (q quits)")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
     route = sub.add_parser("route", parents=[client], help="explain how the router would route a prompt")
     route.add_argument("prompt", help="the prompt text")
     route.add_argument("--task-type", help="give the task type instead of letting the router classify")
@@ -200,6 +202,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     target = client.Target(url=args.url, base_path=args.base_path, api_key=args.api_key or None,
                            ca_cert=args.ca_cert, insecure=args.insecure, timeout=args.timeout)
+    if command == "top":
+        from .commands import top
+
+        return top.run(target, once=args.once)
     if command == "route":
         router = {k: v for k, v in (("taskType", args.task_type), ("priority", args.priority)) if v}
         return client.run(target, client.route_command(args.prompt, router), as_json=args.json)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .config.schema import Config
 from .errors import HttpError, error_payload
+from .events import EventHub, JobEvent
 from .jobstore import ACTIVE, STATUSES, Job, StoreError, open_store
 from .jsonutil import dumps
 from .log import Logger
@@ -54,8 +55,9 @@ def error_json(status: int, message: str, code: str, extra: dict | None = None) 
 
 class JobManager:
     def __init__(self, cfg: Config, scheduler: Scheduler, runner: Runner, metrics: Metrics, log: Logger,
-                 clock: Callable[[], float] = time.time) -> None:
+                 events: EventHub, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
+        self.events = events
         self.scheduler = scheduler
         self.runner = runner
         self.metrics = metrics
@@ -67,6 +69,7 @@ class JobManager:
         self.store = open_store(jc.store, jc.sqlite_path, lambda message: log.error("job_store_failed", error=message))
         self.jobs: dict[str, Job] = {}  # creation order
         self.counts = dict.fromkeys(STATUSES, 0)
+        self.running: dict[str, float] = {}  # running job id -> when this attempt started (for progress)
         # Ids in deadline order, so expiry and eviction touch only the jobs concerned.
         self._created: deque[str] = deque()  # every job, until its start deadline has passed
         self._done: deque[str] = deque()  # finished jobs, in finishing order
@@ -156,11 +159,28 @@ class JobManager:
         self.jobs[job.id] = job
         self.counts[job.status] += 1
         self._created.append(job.id)
+        self._tell(job)
 
     def _set(self, job: Job, status: str) -> None:
+        """Every state change passes here (after the job's other fields are set), and goes on the live feed."""
         self.counts[job.status] -= 1
         self.counts[status] += 1
+        if status == "running":
+            self.running[job.id] = self.clock()
+        elif job.status == "running":
+            del self.running[job.id]
         job.status = status
+        self._tell(job)
+
+    def _tell(self, job: Job) -> None:
+        if self.events.subscribers:
+            self.events.publish(self.event(job))
+
+    @staticmethod
+    def event(job: Job) -> JobEvent:
+        """The job as the live feed shows it: its state, never its request or result."""
+        return JobEvent(job.id, job.status, job.selected_model, job.task_type, priority_name(job.priority),
+                        job.attempts, job.created_at, job.started_at, job.finished_at)
 
     def _enqueue(self, job: Job) -> None:
         job.ticket = self.scheduler.enqueue(job.selected_model, priority_name(job.priority), job.owner,
@@ -177,9 +197,9 @@ class JobManager:
             slot.release()
             self._expire(job)
             return
-        self._set(job, "running")
         job.attempts += 1
         job.started_at = job.started_at or now
+        self._set(job, "running")
         self.store.save(job)
         job.task = asyncio.get_running_loop().create_task(self._run(job, slot))
 
@@ -255,10 +275,10 @@ class JobManager:
     def _finish(self, job: Job, status: str, *, result: str | None = None, error: str | None = None) -> None:
         if job.status not in ACTIVE:
             return
-        self._set(job, status)
         job.finished_at = self.clock()
         job.result_json = result
         job.error_json = error
+        self._set(job, status)
         self.store.save(job)
         self._done.append(job.id)
         self.metrics.jobs_finished.inc(status)

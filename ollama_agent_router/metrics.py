@@ -9,8 +9,9 @@ costs about one string join per series that moved.
 from __future__ import annotations
 
 import bisect
+import time
 from itertools import accumulate
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 # Per-model histograms multiply by the model count, so each keeps about a dozen buckets over its own range.
 REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
@@ -19,6 +20,8 @@ TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DECISION_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01)
 TPS_BUCKETS = (1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The last minute's latency buckets: 1 ms to about 9 minutes, each 25 % wider than the one before.
+RECENT_BOUNDS = tuple(0.001 * 1.25 ** i for i in range(60))
 
 
 def _escape(value: str) -> str:
@@ -142,6 +145,72 @@ def generation_rate(usage: Any, seconds: float, first_byte: float | None, chunks
     return tokens / elapsed
 
 
+class _Second:
+    __slots__ = ("stamp", "requests", "status_429", "status_503", "latency")
+
+    def __init__(self, stamp: int) -> None:
+        self.stamp = stamp
+        self.requests = self.status_429 = self.status_503 = 0
+        self.latency = [0] * (len(RECENT_BOUNDS) + 1)
+
+
+class RecentRequests:
+    """The last minute of answered requests, in one-second slots of counts and latency buckets.
+
+    Fixed memory (60 slots) and a few increments per request, so it runs whether or not anyone watches;
+    percentiles are bucketed, so they are exact to within one bucket (25 %).
+    """
+
+    def __init__(self, seconds: int = 60, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.started = clock()
+        self.slots = [_Second(-1) for _ in range(seconds)]
+
+    def add(self, status: int, latency: float | None) -> None:
+        """One answered request; ``latency`` when it ran a model to the end."""
+        now = int(self.clock())
+        slot = self.slots[now % self.seconds]
+        if slot.stamp != now:
+            slot = self.slots[now % self.seconds] = _Second(now)
+        slot.requests += 1
+        if status == 429:
+            slot.status_429 += 1
+        elif status == 503:
+            slot.status_503 += 1
+        if latency is not None:
+            slot.latency[bisect.bisect_left(RECENT_BOUNDS, latency)] += 1
+
+    def summary(self) -> dict[str, Any]:
+        now = self.clock()
+        window = max(1.0, min(float(self.seconds), now - self.started))
+        live = [s for s in self.slots if now - s.stamp < self.seconds]
+        latency = [sum(column) for column in zip(*(s.latency for s in live))] if live else []
+        requests = sum(s.requests for s in live)
+        return {
+            "windowSeconds": round(window, 1),
+            "requests": requests,
+            "perSecond": round(requests / window, 2),
+            "p50Ms": _quantile_ms(latency, 0.5),
+            "p95Ms": _quantile_ms(latency, 0.95),
+            "status429": sum(s.status_429 for s in live),
+            "status503": sum(s.status_503 for s in live),
+        }
+
+
+def _quantile_ms(counts: list[int], q: float) -> float | None:
+    """The upper bound of the bucket holding the ``q`` quantile, in ms (None without samples)."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = q * total
+    for i, running in enumerate(accumulate(counts)):
+        if running >= rank:
+            bound = RECENT_BOUNDS[i] if i < len(RECENT_BOUNDS) else RECENT_BOUNDS[-1]
+            return round(bound * 1000, 1)
+    return None
+
+
 class Metrics:
     def __init__(self, model_names: Iterable[str], task_types: Iterable[str]) -> None:
         self.models = frozenset(model_names)
@@ -177,6 +246,7 @@ class Metrics:
                                      ("model",))
         self.keep_alive_refreshes = Counter("oar_keep_alive_refreshes_total",
                                             "Load-only requests sent to keep a model loaded, by model.", ("model",))
+        self.recent = RecentRequests()
         self.families: list = [
             self.requests, self.upstream_errors, self.failovers, self.cooldowns, self.request_seconds,
             self.queue_seconds, self.ttft_seconds, self.decision_seconds, self.tokens_per_second,
@@ -197,13 +267,25 @@ class Metrics:
         label = self.model_label(model)
         self.requests.inc(plane, self.task_label(task), label, mode, str(status), api)
         if model is None or mode not in ("sync", "stream") or status >= 400:
+            self.recent.add(status, None)
             return
+        self.recent.add(status, seconds)
         self.request_seconds.observe(seconds, label)
         if first_byte is not None:
             self.ttft_seconds.observe(first_byte, label)
         rate = generation_rate(usage, seconds, first_byte, chunks)
         if rate is not None:
             self.tokens_per_second.observe(rate, label)
+
+    def refused_by_rate_limit(self, plane: str) -> None:
+        """A request access control turned away with 429 (counted in the last minute's 429s too)."""
+        self.rate_limited.inc(plane)
+        self.recent.add(429, None)
+
+    def mean_tokens_per_second(self, model: str) -> float | None:
+        """The model's average generation speed so far (None before its first measured reply)."""
+        series = self.tokens_per_second.series.get((self.model_label(model),))
+        return series.sum / series.count if series is not None and series.count else None
 
     def render(self, gauges: Iterable[Iterable[str]] = ()) -> str:
         lines: list[str] = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Callable, Coroutine
 
 from .config.schema import Config
@@ -53,6 +54,7 @@ class Residency:
         self._pin_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._loading: set[str] = set()
+        self.last_used: dict[str, float] = {}  # model -> wall clock time it last went idle
 
     @property
     def pending_refreshes(self) -> list[str]:
@@ -105,6 +107,7 @@ class Residency:
             timer.cancel()  # in use again: its next idle moment refreshes it
 
     def model_idle(self, model: str) -> None:
+        self.last_used[model] = time.time()
         self.model_busy(model)
         self._timers[model] = asyncio.get_running_loop().call_later(self.refresh_delay, self._refresh, model)
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 from .classifier import Classification, ClassifierSettings, classify
 from .config.schema import Config
 from .errors import HttpError
+from .events import DecisionEvent, EventHub
 from .failover import Cooldowns, after_attempt
 from .http.server import Response, StreamResponse
 from .jsonutil import JsonObject, dumps, splice_members, usage_figures
@@ -82,6 +83,17 @@ class Exchange:
         self.slot.release()
 
 
+class DecisionRecord(NamedTuple):
+    """What ``/v1/router/route`` shows of a decision, without the request's text: the classification, the
+    decision with every score part, and the runtime view it was made against (a copy)."""
+
+    classification: Classification
+    decision: Decision
+    pinned: str | None
+    view: RuntimeView
+    meta: RouterMeta  # the request's routing options (models it forbade, ...): no text of the request
+
+
 @dataclass(frozen=True, slots=True)
 class Routed:
     """A classified and decided request, before it runs."""
@@ -91,6 +103,7 @@ class Routed:
     classification: Classification
     decision: Decision
     pinned: str | None = None
+    record: DecisionRecord | None = None  # kept when asked to explain, or while the live feed is watched
 
     def models(self) -> list[str]:
         """The chosen model, then the failover order."""
@@ -116,6 +129,8 @@ class Call:
     plane: str = "standalone"  # metrics labels
     task: str | None = None
     log: dict[str, Any] = field(default_factory=dict)  # the access log line's fields
+    reason: str = ""  # why this model: the decision's short reason, for the live feed
+    record: DecisionRecord | None = None  # the decision's explanation inputs, for the live feed
 
 
 class Renderer(Protocol):
@@ -159,8 +174,9 @@ def queue_timeout(model: str, wait_ms: int | None) -> HttpError:
 
 class Runner:
     def __init__(self, cfg: Config, table: RoutingTable, scheduler: Scheduler, client: OllamaClient,
-                 snapshot: Snapshot, metrics: Metrics, log: Logger) -> None:
+                 snapshot: Snapshot, metrics: Metrics, log: Logger, events: EventHub) -> None:
         self.cfg = cfg
+        self.events = events
         self.table = table
         self.scheduler = scheduler
         self.client = client
@@ -195,9 +211,12 @@ class Runner:
         explicit = meta.task_type if meta.task_type not in ("", "auto") else None
         tools = body.get("tools")
         cls = classify(body.get("messages") or [], tools if isinstance(tools, list) else None, explicit, self.settings)
-        decision = decide(meta, cls.task_type, cls.complexity, self.table, self.view(), pinned=pinned, explain=explain)
+        keep = explain or bool(self.events.subscribers)  # a watched feed can explain each decision later
+        view = self.view()
+        decision = decide(meta, cls.task_type, cls.complexity, self.table, view, pinned=pinned, explain=keep)
         self.metrics.decision_seconds.observe(time.perf_counter() - t0)
-        return Routed(body, meta, cls, decision, pinned)
+        record = DecisionRecord(cls, decision, pinned, view._replace(models=dict(view.models)), meta) if keep else None
+        return Routed(body, meta, cls, decision, pinned, record)
 
     # ---- running for a client -------------------------------------------------------------------
     async def run(self, call: Call, render: Renderer,
@@ -217,9 +236,11 @@ class Runner:
                 return self._relay(call, ex, render, started)
             raw = await self._read(ex)
         except HttpError as e:
-            self.count(call.plane, call.task, None, "sync", e.status, started, api=call.api)
+            self.count(call.plane, call.task, None, "sync", e.status, started, api=call.api,
+                       reason=f"{e.code} on {call.models[0]}: {call.reason}", record=call.record)
             raise
-        self.count(call.plane, call.task, ex.model, "sync", 200, started, api=call.api, usage=usage_figures(raw))
+        self.count(call.plane, call.task, ex.model, "sync", 200, started, usage=usage_figures(raw), api=call.api,
+                   reason=call.reason, queue_ms=ex.queue_ms, record=call.record)
         return Response(200, render.body(raw, ex), render.headers(ex))
 
     def _relay(self, call: Call, ex: Exchange, render: Renderer, started: float) -> StreamResponse:
@@ -230,21 +251,27 @@ class Runner:
         def done() -> None:
             ex.slot.release()
             status = 200 if stats.completed and not stats.error else 502
-            self.count(call.plane, call.task, ex.model, "stream", status, started, api=call.api, stats=stats)
+            self.count(call.plane, call.task, ex.model, "stream", status, started, stats=stats, api=call.api,
+                       reason=call.reason, queue_ms=ex.queue_ms, record=call.record)
 
         chunks = relay(ex.response, fmt, stats, lambda: time.perf_counter() - started, on_end=done)
         return StreamResponse(200, chunks, render.headers(ex), content_type=fmt.content_type,
                               prelude=render.prelude(ex))
 
     def count(self, plane: str, task: str | None, model: str | None, mode: str, status: int, started: float, *,
-              api: str, stats: StreamStats | None = None, usage: Any = None) -> None:
-        """One answered request in the metrics: the runner's own, and a door's answers that ran nothing
-        (refusals, async acceptances)."""
+              api: str, stats: StreamStats | None = None, usage: Any = None, reason: str = "",
+              queue_ms: int = 0, record: DecisionRecord | None = None) -> None:
+        """One answered request in the metrics and, while someone watches, on the live feed: the runner's
+        own, and a door's answers that ran nothing (refusals, async acceptances)."""
+        seconds = time.perf_counter() - started
         self.metrics.observe_request(
-            plane, task, model, mode, status, time.perf_counter() - started, api=api,
+            plane, task, model, mode, status, seconds, api=api,
             first_byte=stats.first_byte_at if stats else None,
             usage=usage or (stats.usage if stats else None), chunks=stats.chunks if stats else 0,
         )
+        if self.events.subscribers:
+            self.events.publish(DecisionEvent(api, plane, task, model, mode, status, queue_ms, seconds * 1000,
+                                              reason, time.time(), record))
 
     # ---- running for a job ------------------------------------------------------------------------
     async def complete(self, call: Call, slot: Slot) -> bytes:

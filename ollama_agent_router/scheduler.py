@@ -149,6 +149,7 @@ class _ModelQueue:
     lanes: tuple[deque, deque, deque] = field(default_factory=lambda: (deque(), deque(), deque()))
     waiting: int = 0
     running: int = 0
+    by_lane: list[int] = field(default_factory=lambda: [0, 0, 0])  # live tickets per lane (low, normal, high)
 
     def head(self, now: float, aging: float) -> Ticket | None:
         """The best waiting ticket: of the three lane heads (a FIFO lane's head is its oldest), the one with
@@ -243,6 +244,9 @@ class Scheduler:
         q = self.queues[name]
         return q.waiting, q.running
 
+    def waiting_by_priority(self, name: str) -> dict[str, int]:
+        return dict(zip(_LANES, self.queues[name].by_lane))
+
     def snapshot(self) -> dict:
         """The original's QueueSnapshot shape; a model in cooldown also says so and for how long."""
         now = self.clock()
@@ -300,6 +304,7 @@ class Scheduler:
         if q.waiting == 0 and q.running == 0:
             self.effects.model_busy(model)
         q.waiting += 1
+        q.by_lane[ticket.lane] += 1
         self.total_waiting += 1
         if user is not None:
             self.user_waiting[user] = self.user_waiting.get(user, 0) + 1
@@ -320,6 +325,7 @@ class Scheduler:
     def _unwait(self, ticket: Ticket) -> None:
         q = self.queues[ticket.model]
         q.waiting -= 1
+        q.by_lane[ticket.lane] -= 1
         self.total_waiting -= 1
         if ticket.user is not None:
             left = self.user_waiting[ticket.user] - 1

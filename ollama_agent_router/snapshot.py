@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from .config.schema import Config
+from .events import EventHub, RuntimeEvent
 from .gpu import GpuProbe, GpuSnapshot
 from .log import Logger
 from .routing import RoutingTable
@@ -114,8 +115,9 @@ class Snapshot:
     free VRAM."""
 
     def __init__(self, cfg: Config, client: OllamaClient, gpu: GpuProbe, table: RoutingTable, log: Logger,
-                 listeners: Sequence[LoadedListener] = (), wake: asyncio.Event | None = None) -> None:
+                 events: EventHub, listeners: Sequence[LoadedListener] = (), wake: asyncio.Event | None = None) -> None:
         self.cfg = cfg
+        self.events = events
         self.client = client
         self.gpu = gpu
         self.table = table
@@ -133,6 +135,7 @@ class Snapshot:
         self._task: asyncio.Task | None = None
         self._wake = wake or asyncio.Event()  # set: poll now (others hold it too, to ask for a refresh)
         self._was_reachable: bool | None = None
+        self._told: tuple | None = None  # what the live feed was last told
 
     # ---- reads (from memory) ----------------------------------------------------------------
     @property
@@ -216,6 +219,27 @@ class Snapshot:
         self.refreshed_at = time.monotonic()
         for listener in self.listeners:
             listener(self.loaded, self.gpu_free_mb)
+        if self.events.subscribers:
+            self._tell()
+
+    def runtime_json(self) -> dict[str, Any]:
+        """What the live feed shows of this snapshot: the GPU reading, the loaded models, Ollama's state."""
+        body: dict[str, Any] = {"status": self.status, "ollamaReachable": self.ollama_reachable,
+                                "loadedModels": self.loaded_models}
+        gpu = self.gpu_json()
+        if gpu is not None:
+            body["gpu"] = gpu
+        return body
+
+    def _tell(self) -> None:
+        """Publish the snapshot when it differs from the last one published (the reading's age aside)."""
+        snap = self.gpu_snapshot
+        devices = snap.devices if snap is not None else ()
+        told = (self.ollama_reachable, self.status, snap.source if snap else None, devices,
+                tuple((m["name"], m.get("sizeVramBytes"), m.get("processor")) for m in self.loaded_models))
+        if told != self._told:
+            self._told = told
+            self.events.publish(RuntimeEvent(self.runtime_json()))
 
     async def _poll_ps(self) -> None:
         path = f"{self.cfg.ollama.native_api_base_path}/ps"

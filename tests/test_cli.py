@@ -124,11 +124,12 @@ def test_version_from_every_entry_point():
 
 
 def test_client_path_stays_light():
-    """What ``oar status`` imports: no server, no asyncio, no YAML, no sqlite, no pynvml (bench/startup_bench.py
-    measures the time)."""
+    """What ``oar status`` and ``oar top`` import: no server, no asyncio, no YAML, no sqlite, no pynvml
+    (bench/startup_bench.py measures the time)."""
     heavy = ("asyncio", "yaml", "sqlite3", "pynvml", "ollama_agent_router.config.parse",
              "ollama_agent_router.config.reader", "ollama_agent_router.http.server")
-    code = f"import sys, ollama_agent_router.cli, ollama_agent_router.commands.client; print([m for m in {heavy!r} if m in sys.modules])"
+    modules = "ollama_agent_router.cli, ollama_agent_router.commands.client, ollama_agent_router.commands.top"
+    code = f"import sys, {modules}; print([m for m in {heavy!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=True)
     assert done.stdout == "[]\n"
 

@@ -112,7 +112,7 @@ def test_messages_and_responses_bodies_are_explained_like_their_doors(stack):
                                "messages": [{"role": "user", "content": [{"type": "text", "text": code}]}]})
     responses = explain(stack, {"model": "gpt-5-codex", "instructions": "x",
                                 "input": [{"role": "user", "content": [{"type": "input_text", "text": code}]}]})
-    assert (chat["api"], messages["api"], responses["api"]) == ("chat", "messages", "responses")
+    assert (chat["api"], messages["api"], responses["api"]) == ("openai", "anthropic", "responses")  # the door
     assert chat["taskType"] == messages["taskType"] == responses["taskType"] == "code_generate"
     assert chat["selectedModel"] == messages["selectedModel"] == responses["selectedModel"] == QWEN
     tool_result = {"model": "auto", "max_tokens": 64, "messages": [
@@ -120,6 +120,6 @@ def test_messages_and_responses_bodies_are_explained_like_their_doors(stack):
         {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "w", "input": {"c": "P"}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"}]}]}
     out = explain(stack, tool_result)
-    assert out["api"] == "messages" and out["taskType"] == "tool_use" and out["requiresToolUse"] is True
+    assert out["api"] == "anthropic" and out["taskType"] == "tool_use" and out["requiresToolUse"] is True
     bad = stack.request("POST", "/v1/router/route", {"input": "x", "previous_response_id": "resp_1"})
     assert bad.status == 400 and bad.json()["error"]["code"] == "stateless_api"

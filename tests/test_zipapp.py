@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def test_contents(pyz):
     names = set(zipfile.ZipFile(pyz).namelist())
     assert {"__main__.py", "pynvml.py", "yaml/__init__.py", "yaml/cyaml.py", "ollama_agent_router/cli.py",
             "ollama_agent_router/data/gex44.yaml", "ollama_agent_router/data/starter.yaml",
+            "ollama_agent_router/data/dashboard.html",
             "ollama_agent_router/classifier_model.json"} <= names
     assert not [n for n in names if n.endswith((".so", ".pyc", ".pyd"))]
 
@@ -112,5 +114,9 @@ def test_runs_on_a_bare_python(pyz, python, tmp_path):
         assert status == 200 and body["router"]["selectedModel"] == "llama3.2:3b"
         done = bare(python, pyz, "-u", f"http://127.0.0.1:{served.port}", "status", cwd=tmp_path)
         assert done.returncode == 0 and "llama3.2:3b" in done.stdout
+        with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/ui/", timeout=10) as page:  # package data
+            assert page.status == 200 and b"<title>ollama-agent-router</title>" in page.read()
+        done = bare(python, pyz, "-u", f"http://127.0.0.1:{served.port}", "top", "--once", cwd=tmp_path)
+        assert done.returncode == 0 and "MODELS" in done.stdout and "llama3.2:3b" in done.stdout, done.stderr
     finally:
         assert served.stop() == 0

@@ -240,7 +240,7 @@ class AccessControl:
             # The front gate puts these on whatever response follows, errors included.
             req.extra_headers.extend(headers)
             return
-        self.metrics.rate_limited.inc(plane)
+        self.metrics.refused_by_rate_limit(plane)
         self._deny(req, plane, "rate_limited",
                    HttpError(429, "Rate limit exceeded", code="rate_limit_exceeded", headers=headers), who)
 
@@ -295,7 +295,7 @@ class AccessControl:
             refuse(401, "Admin authentication required", "invalid_admin_key", "admin_auth_required")
         decision = self.limiter.check(("admin", entry.id), ADMIN_LIMIT)
         if not decision.allowed:
-            self.metrics.rate_limited.inc("admin")
+            self.metrics.refused_by_rate_limit("admin")
             self.audit.record(outcome="denied", reason="rate_limited", action="access", method=req.method,
                               path=req.path[:200], requestId=req.request_id, clientIp=ip, principal=entry.id,
                               certSubject=subject)

@@ -3,7 +3,7 @@
 The dry run goes through the same ``Runner.route`` as a real request (classifier, pin, ``decide``
 against the live snapshot), so what it shows is what a request sent now would get. It takes the body of
 any routed door: a chat completion, an Anthropic Messages request or a Responses request, told apart by
-their fields (``api`` in the answer says how the body was read).
+their fields (``api`` in the answer names the door whose body it read: openai, anthropic or responses).
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from typing import Any
 from ..config.schema import Config, ModelSpec
 from ..http.server import Request, Response, json_response
 from ..jsonutil import num
-from ..routing import Candidate, ModelState, RouterMeta, RoutingTable, normalize_meta
-from ..runner import Runner
-from ..scheduler import Scheduler
-from ..snapshot import Snapshot
+from ..routing import IDLE, Candidate, ModelState, RouterMeta, RoutingTable, normalize_meta
+from ..runner import DecisionRecord, Runner
 from . import anthropic, responses
 from .bodies import read_json, validate_chat_body
 from .table import Route
@@ -39,15 +37,15 @@ def looks_like_messages(body: dict) -> bool:
 
 
 def conversation_of(body: Any) -> tuple[str, dict, dict]:
-    """(how the body was read, the body, the chat-shaped conversation the classifier reads)."""
+    """(the door whose body this is, the body, the chat-shaped conversation the classifier reads)."""
     if isinstance(body, dict) and "input" in body:
         body = responses.validate_responses(body)
         return "responses", body, responses.classifier_input(body)
     if isinstance(body, dict) and looks_like_messages(body):
         body = anthropic.validate_messages(body)
-        return "messages", body, anthropic.classifier_input(body)
+        return "anthropic", body, anthropic.classifier_input(body)
     body = validate_chat_body(body)
-    return "chat", body, body
+    return "openai", body, body
 
 
 def blocked_reason(c: Candidate, state: ModelState, spec: ModelSpec, required_mb: float,
@@ -94,13 +92,10 @@ def not_candidates(table: RoutingTable, meta: RouterMeta, task_type: str, candid
 
 
 class Explainer:
-    def __init__(self, cfg: Config, runner: Runner, table: RoutingTable, scheduler: Scheduler,
-                 snapshot: Snapshot) -> None:
+    def __init__(self, cfg: Config, runner: Runner, table: RoutingTable) -> None:
         self.cfg = cfg
         self.runner = runner
         self.table = table
-        self.scheduler = scheduler
-        self.snapshot = snapshot
 
     def routes(self) -> list[Route]:
         # "jobs" is the gate both public planes share: a standalone or a runtimeAgent key may ask.
@@ -113,35 +108,40 @@ class Explainer:
         api, body, conversation = conversation_of(body)
         meta = normalize_meta(body.get("router"), self.cfg)
         routed = self.runner.route(conversation, meta, pinned=self.runner.pin(body.get("model")), explain=True)
-        cls, d = routed.classification, routed.decision
-        states = self.scheduler.states
-        required = self.table.required_mb
-        free = self.snapshot.gpu_free_mb
-        total = self.cfg.gpu.vram_total_mb
-        free_for_fit = free if free is not None else (total if total > 0 else None)  # what the gpu_only check used
-        out: dict[str, Any] = {
-            "api": api,
-            "taskType": cls.task_type,
-            "explicitTaskType": cls.explicit,
-            "complexity": cls.complexity,
-            "confidence": round(cls.confidence, 3),
-            "markers": list(cls.signals),
-            "tokenEstimate": cls.token_estimate,
-            "requiresLargeContext": cls.requires_large_context,
-            "requiresToolUse": cls.requires_tool_use,
-            "mode": d.action,
-            "reason": d.reason,
-            "heavyLoad": d.heavy_load,
-            "candidates": [candidate_json(c, states[c.name], self.table.models[c.name], required[c.name], free_for_fit)
-                           for c in d.ranked + d.blocked],
-        }
-        others = not_candidates(self.table, meta, cls.task_type, {c.name for c in d.ranked + d.blocked})
-        if others:
-            out["notCandidates"] = others
-        if d.model is not None:
-            out["selectedModel"] = d.model
-        if routed.pinned is not None:
-            out["pinned"] = routed.pinned
-        if free is not None:
-            out["gpuFreeMb"] = round(free)
-        return out
+        assert routed.record is not None  # explain=True keeps it
+        return {"api": api, **explanation(routed.record, self.table, self.cfg.gpu.vram_total_mb)}
+
+
+def explanation(record: DecisionRecord, table: RoutingTable, vram_total_mb: float) -> dict[str, Any]:
+    """A decision with every score part, against the runtime view it was made on (the live feed keeps these
+    records, so a recent decision can be shown exactly as this endpoint would have shown it)."""
+    cls, d = record.classification, record.decision
+    states = record.view.models
+    free = record.view.gpu_free_mb
+    free_for_fit = free if free is not None else (vram_total_mb if vram_total_mb > 0 else None)  # what gpu_only used
+    required = table.required_mb
+    out: dict[str, Any] = {
+        "taskType": cls.task_type,
+        "explicitTaskType": cls.explicit,
+        "complexity": cls.complexity,
+        "confidence": round(cls.confidence, 3),
+        "markers": list(cls.signals),
+        "tokenEstimate": cls.token_estimate,
+        "requiresLargeContext": cls.requires_large_context,
+        "requiresToolUse": cls.requires_tool_use,
+        "mode": d.action,
+        "reason": d.reason,
+        "heavyLoad": d.heavy_load,
+        "candidates": [candidate_json(c, states.get(c.name, IDLE), table.models[c.name], required[c.name],
+                                      free_for_fit) for c in d.ranked + d.blocked],
+    }
+    others = not_candidates(table, record.meta, cls.task_type, {c.name for c in d.ranked + d.blocked})
+    if others:
+        out["notCandidates"] = others
+    if d.model is not None:
+        out["selectedModel"] = d.model
+    if record.pinned is not None:
+        out["pinned"] = record.pinned
+    if free is not None:
+        out["gpuFreeMb"] = round(free)
+    return out

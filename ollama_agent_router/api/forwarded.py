@@ -42,12 +42,13 @@ async def forwarded(runner: Runner, cfg: Config, req: Request, path: str, *, emb
         model, reason = capable_model(cfg, pinned, embedding)
         meta = normalize_meta(body.get("router"), cfg)
     except HttpError as e:
-        runner.count(PLANE, task, None, "sync", e.status, started, api=api)
+        runner.count(PLANE, task, None, "sync", e.status, started, api=api, reason=e.code)
         raise
     stream = not embedding and body.get("stream") is True
     call = Call(path, lambda m: forward_body(body, m, default_stream=None if embedding else False), [model],
                 meta.priority, req.principal.user, meta.wait_ms(False), meta.max_execution_time_ms,
-                stream=OPENAI_SSE if stream else None, failover=False, api=api, plane=PLANE, task=task, log=req.log)
+                stream=OPENAI_SSE if stream else None, failover=False, api=api, plane=PLANE, task=task, log=req.log,
+                reason=reason)
 
     def describe(ex: Exchange) -> dict[str, Any]:
         router: dict[str, Any] = {

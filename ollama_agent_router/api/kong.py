@@ -29,6 +29,7 @@ from .render import plain_json
 from .table import Route
 
 PLANE = "runtimeAgent"
+KONG_CHOSE = "Chosen by Kong"  # Kong classified and decided; this node only runs it
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ class KongDoor:
             if mode == "async" and call.request.get("stream") is True:
                 raise HttpError(400, "stream: true cannot be combined with an async job", code="invalid_router_options")
         except HttpError as e:
-            self.runner.count(PLANE, None, None, mode, e.status, started, api="kong")
+            self.runner.count(PLANE, None, None, mode, e.status, started, api="kong", reason=e.code)
             raise
         req.log.update(model=call.model, taskType=call.task_type)
         return call
@@ -167,7 +168,7 @@ class KongDoor:
         # No per-user quota: every client behind Kong shares its one key, and Kong limits its consumers itself.
         call = Call(self.cfg.ollama.open_ai_compatible_path, lambda m: forward_body(kc.request, m), [kc.model],
                     kc.priority, None, wait, meta.max_execution_time_ms, stream=OPENAI_SSE if stream else None,
-                    failover=False, api="kong", plane=PLANE, task=kc.task_type, log=req.log)
+                    failover=False, api="kong", plane=PLANE, task=kc.task_type, log=req.log, reason=KONG_CHOSE)
         return await self.runner.run(call, KongReply(self.node_id))
 
     async def create_job(self, req: Request, params: dict[str, str]) -> Response:
@@ -176,10 +177,10 @@ class KongDoor:
         try:
             job, position = self.jobs.submit(kc.request, kc.model, kc.task_type, kc.priority, req.principal.user)
         except HttpError as e:
-            self.runner.count(PLANE, kc.task_type, kc.model, "async", e.status, started, api="kong")
+            self.runner.count(PLANE, kc.task_type, kc.model, "async", e.status, started, api="kong", reason=e.code)
             raise
         req.log.update(mode="async", jobId=job.id)
-        self.runner.count(PLANE, kc.task_type, kc.model, "async", 202, started, api="kong")
+        self.runner.count(PLANE, kc.task_type, kc.model, "async", 202, started, api="kong", reason=KONG_CHOSE)
         location = f"{self.cfg.server.base_path.rstrip('/')}/v1/jobs/{job.id}"
         body = {"id": job.id, "status": "queued", "position": position, "nodeId": self.node_id,
                 "selectedModel": kc.model}

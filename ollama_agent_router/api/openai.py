@@ -75,19 +75,21 @@ class OpenAIDoor:
                 meta = meta._replace(allow_async=False)  # a streaming client waits for its stream
             routed = self.runner.route(body, meta, pinned=self.runner.pin(body.get("model")))
         except HttpError as e:
-            self.runner.count(plane, None, None, "sync", e.status, started, api="openai")
+            self.runner.count(plane, None, None, "sync", e.status, started, api="openai", reason=e.code)
             raise
         decision = routed.decision
         task = req.log["taskType"] = routed.classification.task_type
         if decision.action == "reject":
-            self.runner.count(plane, task, None, "reject", 503, started, api="openai")
+            self.runner.count(plane, task, None, "reject", 503, started, api="openai", reason=decision.reason,
+                              record=routed.record)
             raise HttpError(503, decision.reason, code="no_model_available", headers=[("Retry-After", "5")])
         if decision.action == "async":
             return self.accept(req, routed, decision.model or "", decision.reason)
         can_go_async = meta.can_go_async and not stream
         call = Call(self.cfg.ollama.open_ai_compatible_path, lambda m: forward_body(body, m), routed.models(),
                     meta.priority, req.principal.user, meta.wait_ms(can_go_async), meta.max_execution_time_ms,
-                    stream=OPENAI_SSE if stream else None, plane=plane, task=task, log=req.log)
+                    stream=OPENAI_SSE if stream else None, plane=plane, task=task, log=req.log,
+                    reason=decision.reason, record=routed.record)
         fallback = None
         if can_go_async:
             reason = f"Queue wait would exceed {meta.max_queue_time_ms} ms; accepted for async processing"
@@ -111,7 +113,8 @@ class OpenAIDoor:
             "router": {"mode": "async", "taskType": cls.task_type, "preferredModel": model, "position": position,
                        "estimatedClass": cls.complexity, "decisionReason": reason},
         }
-        self.runner.count(req.principal.plane or PLANE, cls.task_type, model, "async", 202, started, api="openai")
+        self.runner.count(req.principal.plane or PLANE, cls.task_type, model, "async", 202, started, api="openai",
+                          reason=reason, record=routed.record)
         headers = [("Location", f"{self.cfg.server.base_path.rstrip('/')}/v1/jobs/{job.id}")]
         if prefers_async(req):
             headers.append(("Preference-Applied", PREFER_ASYNC))

@@ -41,7 +41,8 @@ def routed_call(req: Request, routed: Routed, path: str, body_for: Callable[[str
     meta = routed.meta
     return Call(path, body_for, routed.models(), meta.priority, req.principal.user, meta.wait_ms(False),
                 meta.max_execution_time_ms, stream=stream, api=api, plane=req.principal.plane or PLANE,
-                task=routed.classification.task_type, log=req.log, headers=tuple(headers))
+                task=routed.classification.task_type, log=req.log, headers=tuple(headers),
+                reason=routed.decision.reason, record=routed.record)
 
 
 async def answer(runner: Runner, req: Request, api: str,
@@ -51,6 +52,7 @@ async def answer(runner: Runner, req: Request, api: str,
     try:
         call, render = await prepare(req)
     except HttpError as e:
-        runner.count(req.principal.plane or PLANE, req.log.get("taskType"), None, "sync", e.status, started, api=api)
+        runner.count(req.principal.plane or PLANE, req.log.get("taskType"), None, "sync", e.status, started, api=api,
+                     reason=e.code)
         raise
     return await runner.run(call, render)

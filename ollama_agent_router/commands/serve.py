@@ -49,6 +49,14 @@ def _simulated(cfg: Config, sim_url: str) -> Config:
     return dataclasses.replace(cfg, ollama=ollama, gpu=gpu)
 
 
+def dashboard_url(scheme: str, host: str, port: int, base_path: str) -> str:
+    """Where the dashboard page is; a wildcard bind is shown as loopback, where a browser on this host finds it."""
+    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"{scheme}://{shown}:{port}{base_path.rstrip('/')}/ui/"
+
+
 async def _wait_for_signal(on_hangup: Callable[[], None], ready: Callable[[], None] = lambda: None) -> None:
     """Until SIGINT or SIGTERM. ``ready`` runs once the handlers are in place: a supervisor that signals as
     soon as it reads the "listening" line must get a clean stop (exit 0), not death by the default handler."""
@@ -85,10 +93,14 @@ async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, por
     app = App(cfg, log=log, gpu_backend=backend)
     bound = await app.start(host, port)
     scheme = "https" if cfg.server.https.enabled else "http"
+
+    def ready() -> None:
+        log.info("listening", host=host or cfg.server.host, port=bound, basePath=cfg.server.base_path,
+                 protocol=scheme, nodeId=cfg.server.node_id, configPath=cfg.path, simulate=simulate)
+        print(f"Dashboard: {dashboard_url(scheme, host or cfg.server.host, bound, cfg.server.base_path)}", flush=True)
+
     try:
-        await _wait_for_signal(app.reload_access, lambda: log.info(
-            "listening", host=host or cfg.server.host, port=bound, basePath=cfg.server.base_path,
-            protocol=scheme, nodeId=cfg.server.node_id, configPath=cfg.path, simulate=simulate))
+        await _wait_for_signal(app.reload_access, ready)
     finally:
         log.info("shutting_down", graceMs=cfg.server.shutdown_grace_ms, inFlight=app.server.in_flight)
         clean = await app.stop()

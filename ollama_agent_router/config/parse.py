@@ -35,6 +35,7 @@ from .schema import (
     QueueConfig,
     RouterConfig,
     ServerConfig,
+    UiConfig,
 )
 from .yaml12 import Quoted, yaml_dump
 
@@ -296,6 +297,10 @@ def _metrics(s: Section) -> MetricsConfig:
     )
 
 
+def _ui(s: Section) -> UiConfig:
+    return s.build(UiConfig, plane=s.choice("plane", ("runtimeAgent", "admin"), None))
+
+
 def _cross_checks(ctx: Context, config: Config, models_named: bool) -> None:
     """The original's boot checks, with its exact messages, in its order (A.12)."""
     https, admin = config.server.https, config.access.admin
@@ -361,6 +366,7 @@ def parse_config(
         queue=_queue(root.section("queue", required=True)),
         access=access_config.read_access(root.section("access"), base_dir, present="access" in root.data),
         metrics=_metrics(root.section("metrics")),
+        ui=_ui(root.section("ui")),
         path=os.path.abspath(source) if source else None,
     )
     _cross_checks(ctx, config, models_named)

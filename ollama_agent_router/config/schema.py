@@ -256,6 +256,13 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class UiConfig:
+    # Whose keys may read the live feed (GET /v1/router/events) that the dashboard and `oar top` show:
+    # runtimeAgent (the policy of /v1/router/status) or admin.
+    plane: str = "runtimeAgent"
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     ollama: OllamaConfig
@@ -267,6 +274,7 @@ class Config:
     queue: QueueConfig
     access: AccessConfig = AccessConfig()
     metrics: MetricsConfig = MetricsConfig()
+    ui: UiConfig = UiConfig()
     path: str | None = None  # the file it came from, absolute
     # Mistakes that do not stop it (unknown keys, a purpose naming no task type), one line each, with
     # file and line, for ``serve`` to log and ``validate-config`` to print.

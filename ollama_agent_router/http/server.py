@@ -416,11 +416,17 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.responding = True
+        chunks = response.chunks
+        if request.method == "HEAD":  # the head alone (a GET of the live feed would never end)
+            transport.write(head)
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            return
         prelude = response.prelude
         if prelude:
             head += b"%x\r\n%b\r\n" % (len(prelude), prelude) if chunked else prelude
         transport.write(head)
-        chunks = response.chunks
         try:
             async for chunk in chunks:
                 # A failed send marks the transport closing at once; connection_lost only comes on the
