@@ -242,6 +242,22 @@ def decision_us(n_models: int, reps: int = 2000) -> float:
     return min(rounds) * 1e6
 
 
+class _NoEffects:
+    """The scheduler's effects, none of which the queue figures need."""
+
+    def call_later(self, delay: float, callback):
+        raise AssertionError("no held-back loads in this bench")
+
+    def load_deferred(self, model: str) -> None:
+        pass
+
+    def model_busy(self, model: str) -> None:
+        pass
+
+    def model_idle(self, model: str) -> None:
+        pass
+
+
 def queue_us(depth: int, probes: int = 2000) -> tuple[float, float]:
     """Per-operation cost of enqueueing and of dispatching one async job when ``depth`` are already queued."""
     import yaml
@@ -251,7 +267,7 @@ def queue_us(depth: int, probes: int = 2000) -> tuple[float, float]:
 
     raw = yaml.safe_load(config_text(1, 2, False))
     raw["queue"]["globalMaxQueued"] = depth * 2 + probes
-    sched = Scheduler(parse_config(raw))
+    sched = Scheduler(parse_config(raw), _NoEffects())
     started: list = []
     hold = sched.try_acquire("bench:7b")
     for i in range(depth):
