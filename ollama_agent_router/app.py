@@ -63,7 +63,8 @@ class App:
         self.table = table = RoutingTable(cfg)
         self.metrics = metrics = Metrics(table.order, tuple(CORE_TASK_TYPES) + tuple(table.task_types))
         self.client = client = OllamaClient(cfg.ollama.base_url, connect_timeout=cfg.ollama.connect_timeout_ms / 1000,
-                                            pool_size=cfg.ollama.max_connections)
+                                            pool_size=cfg.ollama.max_connections,
+                                            max_reply_bytes=cfg.ollama.max_reply_bytes)
         poll_now = asyncio.Event()  # the snapshot waits on it between polls; whoever sets it gets a poll soon
         self.residency = residency = Residency(cfg, client, metrics, log, refresh_snapshot=poll_now.set)
         self.scheduler = scheduler = Scheduler(cfg, residency)

@@ -375,6 +375,7 @@ def _ollama(s: Section) -> OllamaConfig:
         first_byte_timeout_ms=s.integer("firstByteTimeoutMs", None, gt=0),
         poll_interval_ms=s.integer("pollIntervalMs", None, gt=0),
         max_connections=s.integer("maxConnections", None, gt=0),
+        max_reply_bytes=s.get("maxReplyBytes", parse_bytes_limit, None),
     )
 
 

@@ -68,6 +68,7 @@ class OllamaConfig:
     first_byte_timeout_ms: int = 120_000
     poll_interval_ms: int = 1_000  # background refresh of /api/ps and /api/tags
     max_connections: int = 64  # upstream pool size
+    max_reply_bytes: int = 64 << 20  # a whole (not streamed) reply larger than this is a 502
 
 
 @dataclass(frozen=True)
