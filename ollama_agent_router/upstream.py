@@ -52,6 +52,7 @@ _HIGH_WATER = 256 * 1024  # unread reply bytes at which the connection stops rea
 _MAX_HEAD = 64 * 1024
 _MAX_INTERIM = 16  # 1xx heads skipped before the final one; more is a broken upstream
 PROBE_REPLY_LIMIT = 4 << 20  # /api/ps, /api/tags, /api/version and model loads: small JSON documents
+MAX_ERROR_MESSAGE = 2000
 
 
 class _Conn(asyncio.Protocol):
@@ -452,13 +453,14 @@ def upstream_http_error(status: int, payload: Any) -> HttpError:
 
 
 def upstream_error_message(payload: Any, status: int) -> str:
-    """The human message inside an Ollama error body (native ``{"error": "..."}`` or OpenAI-shaped)."""
+    """The human message inside an Ollama error body (native ``{"error": "..."}`` or OpenAI-shaped), cut
+    to ``MAX_ERROR_MESSAGE`` characters: it is echoed to clients and kept with failed jobs."""
     if isinstance(payload, dict):
         err = payload.get("error")
         if isinstance(err, str) and err:
-            return err
+            return err[:MAX_ERROR_MESSAGE]
         if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"]
+            return err["message"][:MAX_ERROR_MESSAGE]
         if isinstance(payload.get("raw"), str) and payload["raw"].strip():
             return payload["raw"].strip()[:500]
     return f"Ollama returned HTTP {status}"

@@ -444,6 +444,8 @@ def _jobs(s: Section, base_dir: str) -> JobsConfig:
         cleanup_interval_ms=s.integer("cleanupIntervalMs", gt=0),
         max_retained_jobs=s.integer("maxRetainedJobs", None, gt=0),
         retry_backoff_ms=s.integer("retryBackoffMs", None, ge=0),
+        max_retained_bytes=s.get("maxRetainedBytes", parse_bytes_limit, None),
+        max_retained_bytes_per_owner=s.get("maxRetainedBytesPerOwner", parse_bytes_limit, None),
     )
 
 

@@ -126,6 +126,9 @@ class JobsConfig:
     sqlite_path: str | None = None  # resolved against the config file's directory
     max_retained_jobs: int = 10_000
     retry_backoff_ms: int = 1_000
+    # Bytes of requests, results and errors held by queued and retained jobs: all of them, and one caller's.
+    max_retained_bytes: int = 256 << 20
+    max_retained_bytes_per_owner: int = 64 << 20
 
 
 @dataclass(frozen=True)
