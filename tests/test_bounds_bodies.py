@@ -1,0 +1,47 @@
+"""Wide JSON no longer freezes the event loop (issue 15, item 4): the parse counts values and depth in one
+pass, gives the loop back every few milliseconds, and refuses a body past MAX_JSON_VALUES."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from bounds_support import LoopWatch
+from conftest import VIBE, chat_body
+
+from ollama_agent_router.api.bodies import MAX_JSON_VALUES
+
+WIDE = b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"x":[' + b",".join([b"[]"] * 2_700_000) + b"]}"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat", "/v1/router/execute", "/v1/embeddings"])
+def test_a_wide_body_is_refused_and_the_loop_keeps_running(stack_factory, path):
+    stack = stack_factory({"server": {"requestBodyLimit": "8mb"}})
+    watch = LoopWatch()
+    stack.call(watch.start())
+    r = stack.request("POST", path, raw=WIDE)
+    worst = stack.call(watch.stop())
+    assert r.status == 400 and r.json()["error"]["code"] == "invalid_json", r
+    assert f"more than {MAX_JSON_VALUES} values" in r.json()["error"]["message"]
+    assert worst < 0.2, f"the loop was held for {worst * 1000:.0f} ms"
+
+
+def test_a_long_conversation_under_the_bound_is_served(stack_factory):
+    stack = stack_factory({"server": {"requestBodyLimit": "8mb"}})
+    body = chat_body("hello")
+    body["messages"] = [{"role": "user", "content": f"message {i}"} for i in range(20_000)] + body["messages"]
+    watch = LoopWatch()
+    stack.call(watch.start())
+    r = stack.request("POST", "/v1/chat/completions", body)
+    worst = stack.call(watch.stop())
+    assert r.status == 200, r
+    assert worst < 0.2, f"the loop was held for {worst * 1000:.0f} ms"
+    sent = stack.chat_calls()[-1]["body"]
+    assert len(sent["messages"]) == 20_001 and sent["model"] == r.json()["router"]["selectedModel"]
+
+
+def test_kong_execute_forwards_a_spliced_large_body(stack):
+    request = chat_body("x" * 20_000)
+    request["router"] = {"priority": "high"}
+    r = stack.request("POST", "/v1/router/execute", {"selectedModel": VIBE, "request": request})
+    assert r.status == 200 and json.loads(r.body)["selectedModel"] == VIBE, r
