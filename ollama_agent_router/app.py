@@ -13,7 +13,7 @@ import time
 
 from .access.control import AccessControl
 from .api import admin, explain, jobs, kong, ollama, openai, status
-from .api.gate import FrontGate
+from .api.gate import FrontGate, HostRule
 from .api.table import RouteTable
 from .config.schema import CORE_TASK_TYPES, Config
 from .gpu import GpuBackend, GpuProbe
@@ -86,14 +86,17 @@ class App:
             cfg.server.base_path,
         )
         origins = frozenset(cfg.server.allowed_origins)
-        self.gate = FrontGate(self.routes, access, origins)
+        self.gate = FrontGate(self.routes, access, origins,
+                              HostRule.for_listener(cfg.server.host, cfg.server.allowed_hosts))
         self.server = HttpServer(self.gate.handle, limits=server_limits(cfg), ssl_context=tls_context(cfg), log=log)
         self.port: int | None = None
         # metrics.bind: /metrics alone on its own plain-HTTP listener, off the public interface.
         self.metrics_server: HttpServer | None = None
         self.metrics_port: int | None = None
         if cfg.metrics.bind:
-            metrics_gate = FrontGate(RouteTable([state.metrics_route()], cfg.server.base_path), access, origins)
+            metrics_host = cfg.metrics.bind.rpartition(":")[0].strip("[]")
+            metrics_gate = FrontGate(RouteTable([state.metrics_route()], cfg.server.base_path), access, origins,
+                                     HostRule.for_listener(metrics_host, cfg.server.allowed_hosts))
             self.metrics_server = HttpServer(metrics_gate.handle, limits=server_limits(cfg), log=log)
 
     async def start(self, host: str | None = None, port: int | None = None, metrics_port: int | None = None) -> int:

@@ -11,6 +11,9 @@ from conftest import VIBE, chat_body
 
 from ollama_agent_router.api.bodies import MAX_JSON_VALUES
 
+# Far above what the sliced parse holds the loop for (a few ms a slice, plus a garbage collection on a busy
+# machine), far below the seconds it was held before; bench/drills/bounds.py measures the real figure.
+HELD = 0.5
 WIDE = b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"x":[' + b",".join([b"[]"] * 2_700_000) + b"]}"
 
 
@@ -23,7 +26,7 @@ def test_a_wide_body_is_refused_and_the_loop_keeps_running(stack_factory, path):
     worst = stack.call(watch.stop())
     assert r.status == 400 and r.json()["error"]["code"] == "invalid_json", r
     assert f"more than {MAX_JSON_VALUES} values" in r.json()["error"]["message"]
-    assert worst < 0.2, f"the loop was held for {worst * 1000:.0f} ms"
+    assert worst < HELD, f"the loop was held for {worst * 1000:.0f} ms"
 
 
 def test_a_long_conversation_under_the_bound_is_served(stack_factory):
@@ -35,7 +38,7 @@ def test_a_long_conversation_under_the_bound_is_served(stack_factory):
     r = stack.request("POST", "/v1/chat/completions", body)
     worst = stack.call(watch.stop())
     assert r.status == 200, r
-    assert worst < 0.2, f"the loop was held for {worst * 1000:.0f} ms"
+    assert worst < HELD, f"the loop was held for {worst * 1000:.0f} ms"
     sent = stack.chat_calls()[-1]["body"]
     assert len(sent["messages"]) == 20_001 and sent["model"] == r.json()["router"]["selectedModel"]
 

@@ -146,7 +146,7 @@ def test_a_locked_sqlite_store_is_a_quick_503_and_the_loop_keeps_going(stack_fac
         wait_for(lambda: stack.request("GET", f"/v1/jobs/{queued}").json()["status"] == "succeeded")
         assert '"chat.completion"' in stack.request("GET", f"/v1/jobs/{queued}").json()["result_json"]
         worst = stack.call(watch.stop())
-        assert worst < 0.1, f"the loop was held for {worst * 1000:.0f} ms"
+        assert worst < 0.25, f"the loop was held for {worst * 1000:.0f} ms"
     finally:
         locker.close()
     db = sqlite3.connect(tmp_path / "jobs.sqlite")

@@ -298,6 +298,7 @@ def normalize_base_path(value: str) -> str:
 
 _NODE_ID = re.compile(r"[a-zA-Z0-9.-]+")
 _ORIGIN = re.compile(r"https?://[^/?#\s]+", re.IGNORECASE)
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _http_url(value: Any) -> str:
@@ -315,6 +316,12 @@ def _http_url(value: Any) -> str:
 def _origin(value: str) -> str:
     if not _ORIGIN.fullmatch(value):
         raise ValueError(f"must be a browser origin like https://app.example.com, got {value!r}")
+    return value.lower()
+
+
+def _host_name(value: str) -> str:
+    if not _HOST_NAME.fullmatch(value):
+        raise ValueError(f"must be a host name like router.internal (no scheme or port), got {value!r}")
     return value.lower()
 
 
@@ -360,6 +367,7 @@ def _server(s: Section, base_dir: str) -> ServerConfig:
         idle_timeout_ms=s.integer("idleTimeoutMs", None, gt=0),
         shutdown_grace_ms=s.integer("shutdownGraceMs", None, ge=0),
         allowed_origins=s.strings("allowedOrigins", None, check=_origin),
+        allowed_hosts=s.strings("allowedHosts", None, check=_host_name),
     )
 
 

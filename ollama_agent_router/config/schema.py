@@ -55,6 +55,8 @@ class ServerConfig:
     shutdown_grace_ms: int = 15_000
     # CORS: requests carrying an Origin header not in this list are refused (403). Empty = no browser access.
     allowed_origins: tuple[str, ...] = ()
+    # On a loopback address, Host names answered besides the local ones (DNS rebinding). Lower-cased.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

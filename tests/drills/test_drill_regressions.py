@@ -166,7 +166,7 @@ def test_the_simulator_keeps_only_the_latest_calls():
         port = await sim.start()
         for i in range(25):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"GET /nothing/{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            writer.write(f"GET /nothing/{i} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
             await reader.read()
             writer.close()
         await sim.stop()
