@@ -33,8 +33,8 @@ async def read_json(req: Request, *, limit: int | None = None) -> Any:
         raise HttpError(400, f"Malformed JSON in request body: {e}", code="invalid_json") from None
 
 
-async def read_json_object(req: Request) -> dict:
-    body = await read_json(req)
+async def read_json_object(req: Request, *, limit: int | None = None) -> dict:
+    body = await read_json(req, limit=limit)
     if not isinstance(body, dict):
         raise HttpError(400, "Request body must be a JSON object", code="invalid_body")
     return body
