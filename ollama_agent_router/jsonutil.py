@@ -85,17 +85,11 @@ class JsonLimit(ValueError):
     """Well-formed as far as it was read, but over a bound: too many values or too deeply nested."""
 
 
-def parse_json_steps(text: str, max_values: int, max_depth: int, *, whole_from: int | None = None,
-                     step: int = 512) -> Generator[None, None, Any]:
-    """Parse ``text``, counting values and nesting on the way: ``JsonLimit`` once either bound is passed,
-    ``json.JSONDecodeError`` for malformed input. One pass, no recursion: the C scanner reads scalars, and
-    containers are opened and closed here, except at nesting ``whole_from`` and deeper, where the C scanner
-    takes a container whole (only for a text known to be within both bounds).
-
-    A generator that yields every ``step`` values, so its caller can let other work run between slices. It
-    returns the document; a large top-level object as a JsonObject with its member spans.
-    """
-    whole_from = max_depth + 1 if whole_from is None else whole_from
+def parse_json_steps(text: str, max_values: int, max_depth: int, step: int = 512) -> Generator[None, None, Any]:
+    """Parse ``text`` counting values and nesting: ``JsonLimit`` past either bound, ``JSONDecodeError`` when
+    malformed. One pass, no recursion: the C scanner reads scalars and strings, containers are opened and
+    closed here. Yields every ``step`` values, so its caller can let other work run meanwhile; returns the
+    document, a large top-level object as a JsonObject with the spans of its members."""
     ws = _WS.match
     stack: list[Any] = []  # the open containers, outermost first
     names: list[tuple[str, int]] = []  # for each open object: the member being read, and where it starts
@@ -105,16 +99,16 @@ def parse_json_steps(text: str, max_values: int, max_depth: int, *, whole_from: 
     while True:
         # A value starts at i.
         opener = text[i : i + 1]
-        if (opener == "[" or opener == "{") and len(stack) < whole_from:
+        if opener == "[" or opener == "{":
             if len(stack) >= max_depth:
                 raise JsonLimit(f"nested deeper than {max_depth} levels")
             i = ws(text, i + 1).end()
+            value: Any = [] if opener == "[" else {}
             if not text.startswith("]" if opener == "[" else "}", i):
-                stack.append([] if opener == "[" else {})
+                stack.append(value)
                 if opener == "{":
                     i = _member_name(text, i, ws, names)
                 continue
-            value: Any = [] if opener == "[" else {}
             i += 1
         else:
             try:
@@ -129,9 +123,7 @@ def parse_json_steps(text: str, max_values: int, max_depth: int, *, whole_from: 
             if count % step == 0:
                 yield
             if not stack:
-                if ws(text, i).end() != len(text):
-                    raise json.JSONDecodeError("Extra data", text, ws(text, i).end())
-                return _with_members(value, text, members)
+                return _document(value, text, ws(text, i).end(), members)
             top = stack[-1]
             if type(top) is list:
                 top.append(value)
@@ -165,7 +157,10 @@ def _member_name(text: str, i: int, ws: Callable, names: list[tuple[str, int]]) 
     return ws(text, end + 1).end()
 
 
-def _with_members(value: Any, text: str, members: list[tuple[str, int, int]]) -> Any:
+def _document(value: Any, text: str, end: int, members: list[tuple[str, int, int]]) -> Any:
+    """The top-level value that ended at ``end``, once nothing but whitespace is left after it."""
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
     if type(value) is not dict or len(text) < _SPLICE_MIN:
         return value
     out = JsonObject(value)
@@ -177,18 +172,17 @@ def _with_members(value: Any, text: str, members: list[tuple[str, int, int]]) ->
 async def parse_json_sliced(text: str, max_values: int, max_depth: int, slice_s: float = 0.005) -> Any:
     """``parse_json_steps`` run to its end, giving the event loop back every ``slice_s`` seconds: a large
     body costs other connections a few milliseconds at a time, never the whole parse at once."""
-    # Few enough brackets and commas, and neither bound can be passed: the C scanner may take it in large bites.
-    containers = text.count("[") + text.count("{")
-    whole_from = None
-    if containers <= max_depth and containers + text.count(",") < max_values:
-        # Only a large top-level object needs its members one by one (for their spans).
-        whole_from = 1 if len(text) >= _SPLICE_MIN and text.lstrip(" \t\n\r").startswith("{") else 0
-    steps = parse_json_steps(text, max_values, max_depth, whole_from=whole_from)
+    # A small text with few brackets and commas cannot pass either bound: the C parser takes it whole.
+    if len(text) < _SPLICE_MIN and text.count("[") + text.count("{") + text.count(",") < min(max_values, max_depth):
+        return json.loads(text)
+    steps = parse_json_steps(text, max_values, max_depth)
     mark = time.perf_counter()
     while True:
         try:
             next(steps)
         except StopIteration as done:
+            if time.perf_counter() - mark > slice_s:
+                await asyncio.sleep(0)  # what the caller does with a large document gets a slice of its own
             return done.value
         if time.perf_counter() - mark > slice_s:
             await asyncio.sleep(0)

@@ -8,8 +8,11 @@ import json
 import pytest
 from bounds_support import LoopWatch
 from conftest import VIBE, chat_body
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ollama_agent_router.api.bodies import MAX_JSON_VALUES
+from ollama_agent_router.jsonutil import JsonLimit, parse_json_steps
 
 # Far above what the sliced parse holds the loop for (a few ms a slice, plus a garbage collection on a busy
 # machine), far below the seconds it was held before; bench/drills/bounds.py measures the real figure.
@@ -48,3 +51,41 @@ def test_kong_execute_forwards_a_spliced_large_body(stack):
     request["router"] = {"priority": "high"}
     r = stack.request("POST", "/v1/router/execute", {"selectedModel": VIBE, "request": request})
     assert r.status == 200 and json.loads(r.body)["selectedModel"] == VIBE, r
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=6), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+def parsed(text: str, max_values: int = 10**6, max_depth: int = 10**6):
+    steps = parse_json_steps(text, max_values, max_depth, step=3)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.sampled_from([None, 1, 2]))
+def test_the_bounded_parse_reads_what_json_loads_reads(value, indent):
+    assert parsed(json.dumps(value, indent=indent)) == value
+
+
+@pytest.mark.parametrize("text", ["[1,]", '{"a":1,}', '{"a" 1}', "[1 2]", "{", "[", '"abc', '{"a":1} x', "", "{1:2}",
+                                  "[1]]", "]", '{"a":}', "nul", "[-]", '{"a\x00":1}', "[[1,]]", '{"a":[1}'])
+def test_malformed_json_is_a_decode_error(text):
+    with pytest.raises(json.JSONDecodeError):
+        parsed(text)
+
+
+def test_values_and_depth_are_counted_exactly():
+    assert parsed("[1,2,[3]]", max_values=5) == [1, 2, [3]]
+    with pytest.raises(JsonLimit, match="more than 4 values"):
+        parsed("[1,2,[3]]", max_values=4)
+    assert parsed('{"a":{"b":[]}}', max_depth=3) == {"a": {"b": []}}
+    with pytest.raises(JsonLimit, match="deeper than 2 levels"):
+        parsed('{"a":{"b":[]}}', max_depth=2)
