@@ -154,7 +154,7 @@ class _LoadProtocol(asyncio.Protocol):
 
 
 def request_bytes(path: str, body: bytes, headers: str) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             f"{headers}\r\n").encode() + body
 
 
