@@ -37,8 +37,8 @@ from .upstream import (
     OllamaClient,
     UpstreamError,
     UpstreamResponse,
+    check_json_document,
     json_or_raw,
-    json_reply,
     upstream_error_message,
     upstream_http_error,
 )
@@ -329,7 +329,7 @@ class Runner:
         try:
             data = await ex.response.read()
             if ex.response.status < 400:
-                json_reply(data)
+                check_json_document(data)
         except UpstreamError as e:
             self.metrics.upstream_errors.inc(ex.model, e.kind)
             raise e.to_http(self.client.display_url) from None

@@ -421,6 +421,19 @@ def _parse_response_head(raw: bytes) -> tuple[int, dict[str, str]]:
     return int(parts[1]), headers
 
 
+def check_json_document(data: bytes) -> None:
+    """Refuse (``bad_reply``) a success that is not a JSON object or array from end to end, or not UTF-8:
+    an HTML page from a proxy, plain text, a compressed or empty body. The doors that parse the reply parse
+    it themselves; this check costs no parse on the hot path."""
+    body = data.strip()
+    if body[:1] not in (b"{", b"[") or body[-1:] != (b"}" if body[:1] == b"{" else b"]"):
+        raise UpstreamError("bad_reply", f"the reply is not a JSON document ({len(data)} bytes)")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UpstreamError("bad_reply", "the reply is not UTF-8") from None
+
+
 def json_reply(data: bytes) -> Any:
     """A successful reply's JSON; anything else (HTML from a proxy, a truncated body) is a ``bad_reply``."""
     try:

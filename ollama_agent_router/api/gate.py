@@ -9,7 +9,6 @@ produced go on whatever answer follows, errors included.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 from typing import Iterable
 
 from ..access.control import AccessControl
@@ -19,27 +18,37 @@ from ..http.server import Request, Response, StreamResponse
 from .table import RouteTable
 
 CORS_HEADERS = "authorization, content-type, x-api-key, x-request-id"
+_SEEN = 256  # Host values remembered at most
 
 
-@dataclass(frozen=True)
 class HostRule:
     """The ``Host`` names a listener on a loopback address answers to, as Ollama does against DNS rebinding:
     ``localhost`` and ``*.localhost``, loopback IP literals, this machine's name, and ``server.allowedHosts``.
     A page on ``rebind.attacker.example`` whose name now points at 127.0.0.1 sends its own name and is
     refused. A request without ``Host`` (HTTP/1.0) passes: browsers always send one."""
 
-    names: frozenset[str]
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+        self._seen: dict[str, bool] = {}  # verdicts by header value: a client sends the same one every time
 
     @classmethod
     def for_listener(cls, bind_host: str, allowed: Iterable[str]) -> "HostRule | None":
         """None (no check) for a listener reachable from other machines: there the names are the operator's."""
         if not is_loopback(bind_host):
             return None
-        return cls(frozenset({socket.gethostname().lower(), *(name.lower() for name in allowed)}))
+        return cls({socket.gethostname().lower(), *(name.lower() for name in allowed)})
 
     def allows(self, host: str | None) -> bool:
         if not host:
             return True
+        verdict = self._seen.get(host)
+        if verdict is None:
+            if len(self._seen) >= _SEEN:
+                self._seen.clear()
+            verdict = self._seen[host] = self._judge(host)
+        return verdict
+
+    def _judge(self, host: str) -> bool:
         address = parse_address(host)
         if address is not None:
             return address.is_loopback
