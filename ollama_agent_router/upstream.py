@@ -164,14 +164,12 @@ class UpstreamResponse:
         parts: list[bytes] = []
         size = 0
         pieces = self.chunks()
-        try:
-            async for piece in pieces:
-                size += len(piece)
-                if size > limit:
-                    raise _too_large(limit)
-                parts.append(piece)
-        finally:
-            await pieces.aclose()  # gives the connection back now, dropped when the body was not read to its end
+        async for piece in pieces:
+            size += len(piece)
+            if size > limit:
+                await pieces.aclose()  # drops the connection now: the rest of the body is not read
+                raise _too_large(limit)
+            parts.append(piece)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -183,8 +181,9 @@ class UpstreamResponse:
             return
         ok = False
         try:
-            encoding = self.headers.get("content-encoding", "identity").strip().lower()
-            if encoding != "identity":  # we ask for identity; a compressed body would reach clients as garbage
+            encoding = self.headers.get("content-encoding")
+            if encoding is not None and encoding.strip().lower() != "identity":
+                # We ask for identity; a compressed body would reach clients as garbage.
                 raise UpstreamError("bad_reply", f"the reply is {encoding[:40]}-encoded")
             if self._chunked:
                 decoder = ChunkedDecoder(limit=1 << 62)
@@ -330,7 +329,10 @@ class OllamaClient:
             try:
                 assert conn.transport is not None
                 conn.transport.write(payload)
-                status, headers = await _final_head(conn)
+                interim = [0]
+                while (head := _final_head(conn, interim)) is None:
+                    await conn.wait()
+                status, headers = head
             except _Timeout as e:
                 conn.close()
                 _cancel(timer, fb_timer)
@@ -389,20 +391,22 @@ def _cancel(*timers: asyncio.TimerHandle | None) -> None:
             t.cancel()
 
 
-async def _final_head(conn: _Conn) -> tuple[int, dict[str, str]]:
-    """The reply's status and headers, after skipping interim 1xx heads (RFC 9110 §15.2: 100 Continue,
-    103 Early Hints); 101 is refused, as nothing here asks to switch protocols."""
-    for _ in range(_MAX_INTERIM + 1):
-        while (end := conn.buf.find(b"\r\n\r\n")) < 0:
-            if len(conn.buf) > _MAX_HEAD:
-                raise ValueError("reply head too large")
-            await conn.wait()
+def _final_head(conn: _Conn, interim: list[int]) -> tuple[int, dict[str, str]] | None:
+    """The reply's status and headers once its final head is buffered (None until then), skipping interim
+    1xx heads (RFC 9110 §15.2: 100 Continue, 103 Early Hints; ``interim`` counts them across calls). A 101
+    is refused: nothing here asks to switch protocols."""
+    while (end := conn.buf.find(b"\r\n\r\n")) >= 0:
         status, headers = _parse_response_head(conn.take(end + 4))
         if status == 101:
             raise ValueError("unexpected 101 Switching Protocols")
         if not 100 <= status < 200:
             return status, headers
-    raise ValueError(f"more than {_MAX_INTERIM} interim (1xx) replies")
+        interim[0] += 1
+        if interim[0] > _MAX_INTERIM:
+            raise ValueError(f"more than {_MAX_INTERIM} interim (1xx) replies")
+    if len(conn.buf) > _MAX_HEAD:
+        raise ValueError("reply head too large")
+    return None
 
 
 def _parse_response_head(raw: bytes) -> tuple[int, dict[str, str]]:
