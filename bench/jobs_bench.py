@@ -112,7 +112,7 @@ async def run_http(store: str, n: int, path: str | None) -> dict:
     hold = app.scheduler.try_acquire(QWEN)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     body = json.dumps(dict(BODY, router={"mode": "async", "preferredModels": [QWEN]})).encode()
-    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
     t0 = time.perf_counter()
     for _ in range(n):

@@ -164,7 +164,7 @@ class _LoadProtocol(asyncio.Protocol):
 
 
 def request_bytes(path: str, body: bytes, headers: str) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             f"{headers}\r\n").encode() + body
 
 
@@ -264,13 +264,10 @@ def decision_us(n_models: int, reps: int = 2000) -> float:
 
 
 class _NoEffects:
-    """The scheduler's effects doing nothing: only the queue's own costs are measured."""
+    """The scheduler's effects, none of which the queue figures need."""
 
-    def call_later(self, delay: float, callback) -> "_NoEffects":
-        return self
-
-    def cancel(self) -> None:
-        pass
+    def call_later(self, delay: float, callback):
+        raise AssertionError("no held-back loads in this bench")
 
     def load_deferred(self, model: str) -> None:
         pass

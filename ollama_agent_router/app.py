@@ -13,7 +13,7 @@ import time
 
 from .access.control import AccessControl
 from .api import admin, anthropic, events, explain, jobs, kong, ollama, openai, responses, status, ui
-from .api.gate import FrontGate
+from .api.gate import FrontGate, HostRule
 from .api.table import RouteTable
 from .config.schema import CORE_TASK_TYPES, Config
 from .events import EventHub
@@ -65,7 +65,8 @@ class App:
         self.table = table = RoutingTable(cfg)
         self.metrics = metrics = Metrics(table.order, tuple(CORE_TASK_TYPES) + tuple(table.task_types))
         self.client = client = OllamaClient(cfg.ollama.base_url, connect_timeout=cfg.ollama.connect_timeout_ms / 1000,
-                                            pool_size=cfg.ollama.max_connections)
+                                            pool_size=cfg.ollama.max_connections,
+                                            max_reply_bytes=cfg.ollama.max_reply_bytes)
         poll_now = asyncio.Event()  # the snapshot waits on it between polls; whoever sets it gets a poll soon
         self.residency = residency = Residency(cfg, client, metrics, log, refresh_snapshot=poll_now.set)
         self.scheduler = scheduler = Scheduler(cfg, residency)
@@ -92,7 +93,8 @@ class App:
             dict([ollama.ERROR_DIALECT, anthropic.ERROR_DIALECT]),
         )
         origins = frozenset(cfg.server.allowed_origins)
-        self.gate = FrontGate(self.routes, access, origins)
+        self.gate = FrontGate(self.routes, access, origins,
+                              HostRule.for_listener(cfg.server.host, cfg.server.allowed_hosts))
         self.server = HttpServer(self.gate.handle, limits=server_limits(cfg), ssl_context=tls_context(cfg), log=log,
                                  error_body=self.routes.error_body)
         self.port: int | None = None
@@ -100,7 +102,9 @@ class App:
         self.metrics_server: HttpServer | None = None
         self.metrics_port: int | None = None
         if cfg.metrics.bind:
-            metrics_gate = FrontGate(RouteTable([state.metrics_route()], cfg.server.base_path), access, origins)
+            metrics_host = cfg.metrics.bind.rpartition(":")[0].strip("[]")
+            metrics_gate = FrontGate(RouteTable([state.metrics_route()], cfg.server.base_path), access, origins,
+                                     HostRule.for_listener(metrics_host, cfg.server.allowed_hosts))
             self.metrics_server = HttpServer(metrics_gate.handle, limits=server_limits(cfg), log=log)
 
     async def start(self, host: str | None = None, port: int | None = None, metrics_port: int | None = None) -> int:

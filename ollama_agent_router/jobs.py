@@ -9,7 +9,10 @@ States (spec §7.2, with the original's gaps closed):
 - queued -> expired when it has not started ``resultTtlSeconds`` after creation: it never runs.
 - succeeded | failed | cancelled -> expired ``resultTtlSeconds`` after completion; the result is dropped.
 
-At most ``jobs.maxRetainedJobs`` finished jobs are kept, expired ones evicted first, then the oldest.
+At most ``jobs.maxRetainedJobs`` finished jobs are kept, and at most ``jobs.maxRetainedBytes`` of bodies
+(requests, results, errors): expired ones are evicted first, then the oldest finished. Queued and running
+jobs are never evicted, so a submission that does not fit beside them (or beside the caller's own within
+``jobs.maxRetainedBytesPerOwner``) is refused with 429. An expired job keeps no body at all.
 A queued job is a scheduler ticket with a callback: no task exists until it runs, so deep queues are cheap.
 """
 
@@ -27,8 +30,8 @@ from typing import Any, Callable, Iterable, Sequence
 from .config.schema import Config
 from .errors import HttpError, error_payload
 from .events import EventHub, JobEvent
-from .jobstore import ACTIVE, STATUSES, Job, StoreError, open_store
-from .jsonutil import dumps
+from .jobstore import ACTIVE, FINISHED, STATUSES, ByteBudget, Job, StoreError, open_store
+from .jsonutil import JsonObject, dumps, parse_json_sliced
 from .log import Logger
 from .metrics import Metrics
 from .runner import Call, Runner, forward_body
@@ -37,10 +40,11 @@ from .upstream import json_or_raw
 
 __all__ = ["Job", "JobManager", "new_job_id"]
 
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 RETRYABLE_STATUSES = frozenset({502, 503})  # what Service maps connection cuts, 5xx and a full Ollama queue to
 MAX_BACKOFF_S = 60.0
-LIST_LIMIT = 50
+LIST_LIMIT = 50  # a page of GET /v1/jobs, unless the caller asks for fewer
+MAX_LIST_LIMIT = 200
+_TRUSTED = 1 << 62  # bounds for parsing a stored request: it was within the real ones when it was accepted
 
 
 def new_job_id(node_id: str) -> str:
@@ -67,6 +71,7 @@ class JobManager:
         jc = cfg.jobs
         self.ttl = jc.result_ttl_seconds
         self.store = open_store(jc.store, jc.sqlite_path, lambda message: log.error("job_store_failed", error=message))
+        self.budget = ByteBudget(jc.max_retained_bytes, jc.max_retained_bytes_per_owner)
         self.jobs: dict[str, Job] = {}  # creation order
         self.counts = dict.fromkeys(STATUSES, 0)
         self.running: dict[str, float] = {}  # running job id -> when this attempt started (for progress)
@@ -96,22 +101,40 @@ class JobManager:
             raise HttpError(404, "Job not found", code="job_not_found")
         return job
 
-    def list(self, limit: int = LIST_LIMIT, visible: Callable[[Job], bool] | None = None) -> list[Job]:
-        """The newest jobs first (only those ``visible`` accepts, when given)."""
+    def page(self, limit: int = LIST_LIMIT, after: str | None = None,
+             visible: Callable[[Job], bool] = lambda job: True) -> tuple[list[Job], str | None]:
+        """The newest jobs first that ``visible`` accepts, starting after the job ``after``; and the id to
+        ask ``after`` for the next page (None on the last one)."""
+        jobs = reversed(self.jobs.values())
+        if after is not None:
+            mark = self.jobs.get(after)
+            if mark is None or not visible(mark):
+                raise HttpError(400, f"after: no retained job {after[:100]}; list again from the start",
+                                code="invalid_cursor")
+            for job in jobs:
+                if job is mark:
+                    break
         out: list[Job] = []
-        for job in reversed(self.jobs.values()):
-            if len(out) == limit:
-                break
-            if visible is None or visible(job):
+        for job in jobs:
+            if visible(job):
+                if len(out) == limit:
+                    return out, out[-1].id
                 out.append(job)
-        return out
+        return out, None
 
     def record(self, job: Job) -> dict:
-        return job.record(self.ttl)
+        return job.record(self.ttl, self._bodies(job) if job.offloaded else None)
+
+    def _bodies(self, job: Job) -> tuple[str | None, str | None]:
+        try:
+            return self.store.bodies(job.id)
+        except StoreError as e:
+            raise e.to_http() from None
 
     def result_response(self, job: Job) -> tuple[int, Any]:
         if job.status == "succeeded":
-            return 200, json.loads(job.result_json or "{}")
+            result = self._bodies(job)[1] if job.offloaded else job.result_json
+            return 200, json.loads(result or "{}")
         if job.status == "failed":
             return 500, {"status": "failed", "error": json.loads(job.error_json or "{}")}
         if job.status in ("cancelled", "expired"):
@@ -131,6 +154,8 @@ class JobManager:
             raise HttpError(503, "The router is shutting down", code="shutting_down", headers=[("Retry-After", "5")])
         scheduler = self.scheduler
         scheduler.check_queue_limits(owner)
+        # A body read from the wire keeps its text: the stored request is exactly what was sent.
+        request_json = request.text if isinstance(request, JsonObject) else dumps(request).decode("utf-8")
         order = (model,) + tuple(c for c in candidates if c != model)
         job = Job(
             id=new_job_id(self.cfg.server.node_id),
@@ -139,17 +164,19 @@ class JobManager:
             selected_model=model,
             candidates=self._orders.setdefault(order, order),
             path=path or self.cfg.ollama.open_ai_compatible_path,
-            request_json=dumps(request).decode("utf-8"),
+            request_json=request_json,
             priority=scheduler.priority_weight(priority),
             created_at=self.clock(),
             owner=owner,
         )
+        job.size = job.body_size()
+        self._trim(room=job.size)
+        self.budget.check(owner, job.size)
         try:
             self.store.insert(job)
         except StoreError as e:
-            self.log.error("job_store_failed", error=f"{type(e).__name__}: {e}")
-            raise HttpError(503, "The job store cannot accept jobs right now", code="job_store_unavailable",
-                            headers=[("Retry-After", "5")]) from None
+            self.log.error("job_store_failed", error=str(e))
+            raise e.to_http() from None
         self._add(job)
         position = scheduler.counts(model)[0] + 1
         self._enqueue(job)
@@ -158,8 +185,19 @@ class JobManager:
     def _add(self, job: Job) -> None:
         self.jobs[job.id] = job
         self.counts[job.status] += 1
+        self.budget.charge(job.owner, job.size)
         self._created.append(job.id)
         self._tell(job)
+
+    def _resize(self, job: Job, size: int) -> None:
+        self.budget.charge(job.owner, size - job.size)
+        job.size = size
+
+    def _offload(self, job: Job) -> None:
+        """A finished job saved to a store that keeps bodies: its request and result leave memory."""
+        if self.store.keeps_bodies:
+            job.request_json = job.result_json = None
+            job.offloaded = True
 
     def _set(self, job: Job, status: str) -> None:
         """Every state change passes here (after the job's other fields are set), and goes on the live feed."""
@@ -205,8 +243,10 @@ class JobManager:
 
     async def _run(self, job: Job, slot: Slot) -> None:
         try:
-            body = json.loads(job.request_json)
-            body["stream"] = False  # a job's result is the whole completion
+            assert job.request_json is not None  # a job to run has its request in memory
+            # A large request comes back with its member spans: forwarded by splicing, not re-encoded.
+            body = await parse_json_sliced(job.request_json, _TRUSTED, _TRUSTED)
+            # No stream member becomes "stream": false; a true one was refused at submission.
             call = Call(job.path, lambda m: forward_body(body, m), [job.selected_model], priority_name(job.priority),
                         job.owner, None, None, failover=False, api="job")
             raw = await self.runner.complete(call, slot)
@@ -279,7 +319,9 @@ class JobManager:
         job.result_json = result
         job.error_json = error
         self._set(job, status)
+        self._resize(job, job.body_size())
         self.store.save(job)
+        self._offload(job)
         self._done.append(job.id)
         self.metrics.jobs_finished.inc(status)
         self._trim()
@@ -288,8 +330,9 @@ class JobManager:
         was_active = job.status in ACTIVE
         self._withdraw(job)
         self._set(job, "expired")
-        job.result_json = None
-        job.error_json = None
+        job.request_json = job.result_json = job.error_json = None
+        job.offloaded = False
+        self._resize(job, 0)
         self.store.save(job)
         self._expired.append(job.id)
         if was_active:
@@ -317,17 +360,19 @@ class JobManager:
                 self._expire(job)
         self._trim()
 
-    def _trim(self) -> None:
+    def _trim(self, room: int = 0) -> None:
+        """Evict expired, then the oldest finished jobs, while over ``maxRetainedJobs`` or while the bodies
+        held (with ``room`` more) are over ``maxRetainedBytes``."""
         over = len(self.jobs) - self.cfg.jobs.max_retained_jobs
-        if over <= 0:
-            return
+        excess = self.budget.total + room - self.budget.total_limit
         doomed: list[Job] = []
         for ids in (self._expired, self._done):
-            while over > 0 and ids:
+            while (over > 0 or excess > 0) and ids:
                 job = self.jobs.get(ids.popleft())
                 if job is not None and job.status not in ACTIVE:
                     doomed.append(job)
                     over -= 1
+                    excess -= job.size
         self._delete(doomed)
 
     def _delete(self, jobs: Iterable[Job]) -> None:
@@ -335,6 +380,7 @@ class JobManager:
         for job in jobs:
             del self.jobs[job.id]
             self.counts[job.status] -= 1
+            self._resize(job, 0)
         if jobs:
             self.store.delete(jobs)
 
@@ -388,7 +434,9 @@ class JobManager:
         job.status = "failed"
         job.finished_at = now
         job.error_json = error_json(500, message, code)
+        job.size = job.body_size()
         self.store.save(job)
+        self._offload(job)
 
     def pause(self) -> None:
         """Shutdown has begun: take no new job and start no queued one; ``stop`` then ends the running ones."""

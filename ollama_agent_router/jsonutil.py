@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from json.decoder import scanstring
+from typing import Any, Callable, Generator
 
 _encode_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
@@ -79,49 +81,112 @@ class JsonObject(dict):
 _SPLICE_MIN = 8 * 1024  # below this, parsing and re-serialising a body is cheaper than tracking its members
 
 
-def parse_json(text: str) -> Any:
-    """``json.loads``, except that a large top-level object comes back as a JsonObject with member spans."""
-    i = _WS.match(text).end()
-    if len(text) < _SPLICE_MIN or not text.startswith("{", i):
-        return json.loads(text)
-    try:
-        return _parse_members(text, i + 1)
-    except (ValueError, StopIteration, IndexError):
-        return json.loads(text)  # the same input again, for the standard error message
+class JsonLimit(ValueError):
+    """Well-formed as far as it was read, but over a bound: too many values or too deeply nested."""
 
 
-def _parse_members(text: str, i: int) -> JsonObject:
-    out = JsonObject()
-    members: list[tuple[str, int, int]] = []
+def parse_json_steps(text: str, max_values: int, max_depth: int, step: int = 512) -> Generator[None, None, Any]:
+    """Parse ``text`` counting values and nesting: ``JsonLimit`` past either bound, ``JSONDecodeError`` when
+    malformed. One pass, no recursion: the C scanner reads scalars and strings, containers are opened and
+    closed here. Yields every ``step`` values, so its caller can let other work run meanwhile; returns the
+    document, a large top-level object as a JsonObject with the spans of its members."""
     ws = _WS.match
-    i = ws(text, i).end()
-    if text[i] == "}":
-        i += 1
-    else:
+    stack: list[Any] = []  # the open containers, outermost first
+    names: list[tuple[str, int]] = []  # for each open object: the member being read, and where it starts
+    members: list[tuple[str, int, int]] = []  # spans of the top-level object's members
+    count = 0
+    i = ws(text).end()
+    while True:
+        # A value starts at i.
+        opener = text[i : i + 1]
+        if opener == "[" or opener == "{":
+            if len(stack) >= max_depth:
+                raise JsonLimit(f"nested deeper than {max_depth} levels")
+            i = ws(text, i + 1).end()
+            value: Any = [] if opener == "[" else {}
+            if not text.startswith("]" if opener == "[" else "}", i):
+                stack.append(value)
+                if opener == "{":
+                    i = _member_name(text, i, ws, names)
+                continue
+            i += 1
+        else:
+            try:
+                value, i = _scan_value(text, i)
+            except StopIteration as e:
+                raise json.JSONDecodeError("Expecting value", text, e.value) from None
+        # A value ended at i: put it into its container, and close every container that ends right after it.
         while True:
-            start = i
-            if text[i] != '"':
-                raise ValueError("expected a member name")
-            key, i = _scan_value(text, i)
-            i = ws(text, i).end()
-            if text[i] != ":":
-                raise ValueError("expected ':'")
-            value, i = _scan_value(text, ws(text, i + 1).end())
-            out[key] = value
-            members.append((key, start, i))
-            i = ws(text, i).end()
-            if text[i] == ",":
-                i = ws(text, i + 1).end()
-            elif text[i] == "}":
-                i += 1
-                break
+            count += 1
+            if count > max_values:
+                raise JsonLimit(f"holds more than {max_values} values")
+            if count % step == 0:
+                yield
+            if not stack:
+                return _document(value, text, ws(text, i).end(), members)
+            top = stack[-1]
+            if type(top) is list:
+                top.append(value)
             else:
-                raise ValueError("expected ',' or '}'")
-    if ws(text, i).end() != len(text):
-        raise ValueError("extra data")
+                name, start = names.pop()
+                top[name] = value
+                if len(stack) == 1:
+                    members.append((name, start, i))
+            i = ws(text, i).end()
+            sep = text[i : i + 1]
+            if sep == ",":
+                i = ws(text, i + 1).end()
+                if type(top) is dict:
+                    i = _member_name(text, i, ws, names)
+                break
+            if sep != ("]" if type(top) is list else "}"):
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+            i += 1
+            value = stack.pop()
+
+
+def _member_name(text: str, i: int, ws: Callable, names: list[tuple[str, int]]) -> int:
+    """Read a member's name and colon at ``i`` onto ``names`` (with ``i``); returns where its value starts."""
+    if not text.startswith('"', i):
+        raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, i)
+    name, end = scanstring(text, i + 1)
+    end = ws(text, end).end()
+    if not text.startswith(":", end):
+        raise json.JSONDecodeError("Expecting ':' delimiter", text, end)
+    names.append((name, i))
+    return ws(text, end + 1).end()
+
+
+def _document(value: Any, text: str, end: int, members: list[tuple[str, int, int]]) -> Any:
+    """The top-level value that ended at ``end``, once nothing but whitespace is left after it."""
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    if type(value) is not dict or len(text) < _SPLICE_MIN:
+        return value
+    out = JsonObject(value)
     out.text = text
     out.members = members
     return out
+
+
+async def parse_json_sliced(text: str, max_values: int, max_depth: int, slice_s: float = 0.005) -> Any:
+    """``parse_json_steps`` run to its end, giving the event loop back every ``slice_s`` seconds: a large
+    body costs other connections a few milliseconds at a time, never the whole parse at once."""
+    # A small text with few brackets and commas cannot pass either bound: the C parser takes it whole.
+    if len(text) < _SPLICE_MIN and text.count("[") + text.count("{") + text.count(",") < min(max_values, max_depth):
+        return json.loads(text)
+    steps = parse_json_steps(text, max_values, max_depth)
+    mark = time.perf_counter()
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            if time.perf_counter() - mark > slice_s:
+                await asyncio.sleep(0)  # what the caller does with a large document gets a slice of its own
+            return done.value
+        if time.perf_counter() - mark > slice_s:
+            await asyncio.sleep(0)
+            mark = time.perf_counter()
 
 
 def splice_members(obj: JsonObject, set_first: dict[str, Any], drop: frozenset[str]) -> bytes:

@@ -38,6 +38,7 @@ from .upstream import (
     OllamaClient,
     UpstreamError,
     UpstreamResponse,
+    check_json_document,
     json_or_raw,
     upstream_error_message,
     upstream_http_error,
@@ -361,9 +362,12 @@ class Runner:
             resp.close()
 
     async def _read(self, ex: Exchange) -> bytes:
-        """Read a whole upstream reply; an upstream error status becomes the matching HttpError."""
+        """Read a whole upstream reply; an upstream error status becomes the matching HttpError, and so does
+        a reply over ``ollama.maxReplyBytes`` or a success that is not JSON."""
         try:
             data = await ex.response.read()
+            if ex.response.status < 400:
+                check_json_document(data)
         except UpstreamError as e:
             self.metrics.upstream_errors.inc(ex.model, e.kind)
             raise e.to_http(self.client.display_url) from None

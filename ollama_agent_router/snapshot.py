@@ -279,9 +279,9 @@ class Snapshot:
         self.ollama_reachable = reachable
         if reachable != self._was_reachable:
             if reachable:
-                self.log.info("ollama_reachable", baseUrl=self.cfg.ollama.base_url)
+                self.log.info("ollama_reachable", baseUrl=self.client.display_url)
             else:
-                self.log.warning("ollama_unreachable", baseUrl=self.cfg.ollama.base_url, reason=why or "unknown")
+                self.log.warning("ollama_unreachable", baseUrl=self.client.display_url, reason=why or "unknown")
             self._was_reachable = reachable
 
     async def tags(self, max_age: float | None = None) -> tuple[int, Any]:

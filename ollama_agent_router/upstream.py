@@ -7,10 +7,11 @@ Deadlines are timers that fail the connection (waking its reader with the error)
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import ssl
 from typing import Any, AsyncIterator, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import HttpError
 from .http.parser import ChunkedDecoder, ProtocolError
@@ -18,7 +19,10 @@ from .jsonutil import dumps
 
 
 class UpstreamError(Exception):
-    """Ollama could not be reached, timed out, or broke the exchange. ``kind``: connect | timeout | closed."""
+    """Ollama could not be reached, timed out, or broke the exchange.
+
+    ``kind``: connect | timeout | closed, or, for a reply that arrived but cannot be used, too_large | bad_reply.
+    """
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -31,7 +35,12 @@ class UpstreamError(Exception):
                              headers=[("Retry-After", "5")])
         if self.kind == "timeout":
             return HttpError(504, f"Ollama did not answer in time: {self.message}", code="upstream_timeout")
+        if self.kind in _UNUSABLE:
+            return HttpError(502, f"Ollama's reply cannot be used: {self.message}", code=_UNUSABLE[self.kind])
         return HttpError(502, f"Ollama connection failed: {self.message}", code="upstream_error")
+
+
+_UNUSABLE = {"too_large": "upstream_reply_too_large", "bad_reply": "upstream_bad_reply"}
 
 
 class _Timeout(Exception):
@@ -41,6 +50,9 @@ class _Timeout(Exception):
 _FIRST_PIECE = 1024  # bytes of a chunked reply decoded and passed on before the rest of the first read
 _HIGH_WATER = 256 * 1024  # unread reply bytes at which the connection stops reading (a slow client downstream)
 _MAX_HEAD = 64 * 1024
+_MAX_INTERIM = 16  # 1xx heads skipped before the final one; more is a broken upstream
+PROBE_REPLY_LIMIT = 4 << 20  # /api/ps, /api/tags, /api/version and model loads: small JSON documents
+MAX_ERROR_MESSAGE = 2000
 
 
 class _Conn(asyncio.Protocol):
@@ -142,8 +154,22 @@ class UpstreamResponse:
         self._length = int(cl) if cl is not None and cl.isdigit() else None
         self._keep_alive = "close" not in headers.get("connection", "").lower()
 
-    async def read(self) -> bytes:
-        parts = [piece async for piece in self.chunks()]
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body; more than ``limit`` bytes (the client's ``max_reply_bytes`` by default) is a
+        ``too_large`` UpstreamError, raised before the rest is read."""
+        limit = self._client.max_reply_bytes if limit is None else limit
+        if self._length is not None and self._length > limit:
+            self.close()
+            raise _too_large(limit)
+        parts: list[bytes] = []
+        size = 0
+        pieces = self.chunks()
+        async for piece in pieces:
+            size += len(piece)
+            if size > limit:
+                await pieces.aclose()  # drops the connection now: the rest of the body is not read
+                raise _too_large(limit)
+            parts.append(piece)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -155,6 +181,10 @@ class UpstreamResponse:
             return
         ok = False
         try:
+            encoding = self.headers.get("content-encoding")
+            if encoding is not None and encoding.strip().lower() != "identity":
+                # We ask for identity; a compressed body would reach clients as garbage.
+                raise UpstreamError("bad_reply", f"the reply is {encoding[:40]}-encoded")
             if self._chunked:
                 decoder = ChunkedDecoder(limit=1 << 62)
                 # The first read of a fast stream often holds the whole reply: decode a little of it
@@ -211,11 +241,23 @@ class UpstreamResponse:
             self._client._give_back(conn, reusable and self._keep_alive)
 
 
+def _too_large(limit: int) -> UpstreamError:
+    return UpstreamError("too_large", f"the reply is larger than ollama.maxReplyBytes ({limit} bytes)")
+
+
 class OllamaClient:
-    def __init__(self, base_url: str, *, connect_timeout: float = 3.0, pool_size: int = 64) -> None:
+    def __init__(self, base_url: str, *, connect_timeout: float = 3.0, pool_size: int = 64,
+                 max_reply_bytes: int = 64 << 20) -> None:
         parts = urlsplit(base_url)
         self.base_url = base_url
-        self.display_url = base_url  # what error messages and logs may show
+        host_port = parts.netloc.rpartition("@")[2]
+        # What error messages, logs and status bodies may show: never the credentials of a user:pass@ URL.
+        self.display_url = urlunsplit(parts._replace(netloc=("***@" if "@" in parts.netloc else "") + host_port))
+        self._auth = ""
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode("utf-8")
+            self._auth = f"Authorization: Basic {base64.b64encode(pair).decode('ascii')}\r\n"
+        self.max_reply_bytes = max_reply_bytes
         self.scheme = parts.scheme or "http"
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if self.scheme == "https" else 80)
@@ -270,7 +312,7 @@ class OllamaClient:
                 *(f"{name}: {value}\r\n" for name, value in headers)]
         if body is not None:
             head.append(f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n")
-        head.append("Accept: */*\r\n\r\n")
+        head.append(f"{self._auth}Accept: */*\r\nAccept-Encoding: identity\r\n\r\n")
         payload = "".join(head).encode("latin-1") + (body or b"")
         deadline = None if timeout is None else loop.time() + timeout
         # A pooled connection may have been closed by Ollama while idle; that failure is retried once on a fresh one.
@@ -289,12 +331,10 @@ class OllamaClient:
             try:
                 assert conn.transport is not None
                 conn.transport.write(payload)
-                while (end := conn.buf.find(b"\r\n\r\n")) < 0:
-                    if len(conn.buf) > _MAX_HEAD:
-                        raise ValueError("reply head too large")
+                interim = [0]
+                while (head := _final_head(conn, interim)) is None:
                     await conn.wait()
-                raw = conn.take(end + 4)
-                status, headers = _parse_response_head(raw)
+                status, headers = head
             except _Timeout as e:
                 conn.close()
                 _cancel(timer, fb_timer)
@@ -323,13 +363,14 @@ class OllamaClient:
         return await self._exchange_json("POST", path, dumps(obj), timeout)
 
     async def _exchange_json(self, method: str, path: str, body: bytes | None, timeout: float) -> tuple[int, Any]:
-        """One small request whose whole reply is read and decoded (a non-JSON reply becomes ``{"raw": ...}``)."""
+        """One small request whose whole reply (at most ``PROBE_REPLY_LIMIT``) is read and decoded: a success
+        must be JSON (else ``bad_reply``); an error's non-JSON body becomes ``{"raw": ...}`` for its message."""
         resp = await self.request(method, path, body, timeout=timeout)
         try:
-            data = await resp.read()
+            data = await resp.read(PROBE_REPLY_LIMIT)
         finally:
             resp.close()
-        return resp.status, json_or_raw(data)
+        return resp.status, json_reply(data) if resp.status < 400 else json_or_raw(data)
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
@@ -352,6 +393,24 @@ def _cancel(*timers: asyncio.TimerHandle | None) -> None:
             t.cancel()
 
 
+def _final_head(conn: _Conn, interim: list[int]) -> tuple[int, dict[str, str]] | None:
+    """The reply's status and headers once its final head is buffered (None until then), skipping interim
+    1xx heads (RFC 9110 §15.2: 100 Continue, 103 Early Hints; ``interim`` counts them across calls). A 101
+    is refused: nothing here asks to switch protocols."""
+    while (end := conn.buf.find(b"\r\n\r\n")) >= 0:
+        status, headers = _parse_response_head(conn.take(end + 4))
+        if status == 101:
+            raise ValueError("unexpected 101 Switching Protocols")
+        if not 100 <= status < 200:
+            return status, headers
+        interim[0] += 1
+        if interim[0] > _MAX_INTERIM:
+            raise ValueError(f"more than {_MAX_INTERIM} interim (1xx) replies")
+    if len(conn.buf) > _MAX_HEAD:
+        raise ValueError("reply head too large")
+    return None
+
+
 def _parse_response_head(raw: bytes) -> tuple[int, dict[str, str]]:
     lines = raw[:-4].decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
@@ -366,6 +425,29 @@ def _parse_response_head(raw: bytes) -> tuple[int, dict[str, str]]:
         value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return int(parts[1]), headers
+
+
+def check_json_document(data: bytes) -> None:
+    """Refuse (``bad_reply``) a success that is not a JSON object or array from end to end, or not UTF-8:
+    an HTML page from a proxy, plain text, a compressed or empty body. The doors that parse the reply parse
+    it themselves; this check costs no parse on the hot path."""
+    body = data.strip()
+    if body[:1] not in (b"{", b"[") or body[-1:] != (b"}" if body[:1] == b"{" else b"]"):
+        raise UpstreamError("bad_reply", f"the reply is not a JSON document ({len(data)} bytes)")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UpstreamError("bad_reply", "the reply is not UTF-8") from None
+
+
+def json_reply(data: bytes) -> Any:
+    """A successful reply's JSON; anything else (HTML from a proxy, a truncated body) is a ``bad_reply``."""
+    try:
+        return json.loads(data)
+    except ValueError:  # UnicodeDecodeError included
+        raise UpstreamError("bad_reply", f"the reply is not JSON ({len(data)} bytes)") from None
+    except RecursionError:
+        raise UpstreamError("bad_reply", "the reply's JSON is nested too deeply") from None
 
 
 def json_or_raw(data: bytes) -> Any:
@@ -390,13 +472,14 @@ def upstream_http_error(status: int, payload: Any) -> HttpError:
 
 
 def upstream_error_message(payload: Any, status: int) -> str:
-    """The human message inside an Ollama error body (native ``{"error": "..."}`` or OpenAI-shaped)."""
+    """The human message inside an Ollama error body (native ``{"error": "..."}`` or OpenAI-shaped), cut
+    to ``MAX_ERROR_MESSAGE`` characters: it is echoed to clients and kept with failed jobs."""
     if isinstance(payload, dict):
         err = payload.get("error")
         if isinstance(err, str) and err:
-            return err
+            return err[:MAX_ERROR_MESSAGE]
         if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"]
+            return err["message"][:MAX_ERROR_MESSAGE]
         if isinstance(payload.get("raw"), str) and payload["raw"].strip():
             return payload["raw"].strip()[:500]
     return f"Ollama returned HTTP {status}"

@@ -202,7 +202,7 @@ def test_authentication_happens_before_the_body_is_read(stack_factory):
     sock = socket.create_connection(("127.0.0.1", stack.port), timeout=10)
     try:
         # Headers only: the 8 MB body is never sent, so a server waiting for it would time out instead.
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 8388608\r\n\r\n")
         data = b""
         while b"\r\n\r\n" not in data:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import ipaddress
 import os
 import re
 import stat
+import threading
 import time
 
 import pytest
@@ -17,6 +19,7 @@ from conftest import _ListStream, make_config
 from test_config import billion_laughs
 
 from ollama_agent_router.access.control import AccessControl, changed_keys
+from ollama_agent_router.access.kdf import Deriver
 from ollama_agent_router.access.keys import (
     MIN_KEY_LENGTH,
     UNUSABLE,
@@ -101,18 +104,26 @@ def test_key_index_finds_by_hash_and_caches_salted_results(monkeypatch):
     plain, plain_hash = generate_key()
     index = KeyIndex([KeyEntry("a", plain_hash, 1), KeyEntry("b", pbkdf2("human password 1"), 2),
                       KeyEntry("dup", plain_hash, 3)])
-    assert index.lookup(plain).id == "a"  # the first entry with a hash wins
+    deriver = Deriver()
+
+    def lookup(key: str):
+        return asyncio.run(index.lookup(key, deriver, "client"))
+
+    assert lookup(plain).id == "a"  # the first entry with a hash wins
     calls = []
     import ollama_agent_router.access.keys as keys
 
     real = keys.verify_salted
-    monkeypatch.setattr(keys, "verify_salted", lambda k, s: calls.append(k) or real(k, s))
-    assert index.lookup("human password 1").item == 2
-    assert index.lookup("human password 1").item == 2
-    assert index.lookup("wrong password xx") is None
-    assert index.lookup("wrong password xx") is None
-    assert calls == ["human password 1", "wrong password xx"]  # the KDF ran once per distinct key
-    assert index.lookup(plain).id == "a" and len(calls) == 2  # sha256 keys never touch the KDF
+    monkeypatch.setattr(keys, "verify_salted", lambda k, s: calls.append((k, threading.current_thread().name))
+                        or real(k, s))
+    assert lookup("human password 1").item == 2
+    assert lookup("human password 1").item == 2
+    assert lookup("wrong password xx") is None
+    assert lookup("wrong password xx") is None
+    assert [k for k, _ in calls] == ["human password 1", "wrong password xx"]  # once per distinct key
+    assert all(thread.startswith("oar-kdf") for _, thread in calls)  # never on the event loop's thread
+    assert lookup(plain).id == "a" and len(calls) == 2  # sha256 keys never touch the KDF
+    deriver.close()
 
 
 def test_masking():

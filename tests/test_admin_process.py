@@ -108,9 +108,9 @@ def op_request(i: int) -> bytes:
     auth = f"Authorization: Bearer {ADMIN_KEY}\r\n"
     if i % 2 == 0:
         body = json.dumps({"id": f"k{i}", "keyHash": "sha256:" + f"{i:064x}", "scopes": ["standalone"]}).encode()
-        return (f"POST {KEYS_PATH} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+        return (f"POST {KEYS_PATH} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    return f"DELETE {KEYS_PATH}/k{i - 1} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
+    return f"DELETE {KEYS_PATH}/k{i - 1} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n".encode()
 
 
 def keys_after(writes: int) -> list[str]:

@@ -135,7 +135,7 @@ def test_client_disconnect_frees_the_upstream(stack_factory):
     stack = stack_factory(sim_kw={"tokens_per_second": 20, "reply_tokens": 200})
     sock = socket.create_connection(("127.0.0.1", stack.port))
     body = json.dumps(dict(chat_body("Hello there"), stream=True)).encode()
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     wait_for(lambda: stack.sim.in_flight.get(VIBE, 0) == 1)
@@ -185,7 +185,7 @@ def test_body_over_limit_is_413(stack):
 
 def test_chunked_body_over_limit_is_413(stack):
     sock = socket.create_connection(("127.0.0.1", stack.port))
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
                  + b"%x\r\n" % (3 * 1024 * 1024))
     data = sock.recv(4096)
     sock.close()

@@ -120,10 +120,10 @@ def test_only_models_labelled_reasoning_or_thinking_can_think():
 
 def test_the_explainer_tells_the_three_shapes_apart():
     hi = [{"role": "user", "content": "hi"}]
-    assert conversation_of({"messages": hi})[0] == "chat"
-    assert conversation_of({"messages": hi, "system": "x", "max_tokens": 1})[0] == "messages"
-    assert conversation_of({"messages": hi, "tools": [{"name": "f", "input_schema": {}}]})[0] == "messages"
-    assert conversation_of({"messages": [{"role": "user", "content": [TOOL_RESULT]}]})[0] == "messages"
+    assert conversation_of({"messages": hi})[0] == "openai"
+    assert conversation_of({"messages": hi, "system": "x", "max_tokens": 1})[0] == "anthropic"
+    assert conversation_of({"messages": hi, "tools": [{"name": "f", "input_schema": {}}]})[0] == "anthropic"
+    assert conversation_of({"messages": [{"role": "user", "content": [TOOL_RESULT]}]})[0] == "anthropic"
     assert conversation_of({"input": "hi"})[0] == "responses"
 
 

@@ -209,7 +209,7 @@ def test_a_slow_reader_is_bounded_and_told_what_it_lost(stack):
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", stack.port))
-    sock.sendall(b"GET /v1/router/events HTTP/1.1\r\nHost: x\r\n\r\n")  # and then never read
+    sock.sendall(b"GET /v1/router/events HTTP/1.1\r\nHost: localhost\r\n\r\n")  # and then never read
     wait_for(lambda: hub.subscribers)
     sub = hub.subscribers[0]
     pad = "x" * 8000

@@ -131,7 +131,7 @@ def test_slots_are_released_on_every_path(stack_factory):
     stack.run(lambda: setattr(stack.sim, "reply_tokens", 100))
     sock = socket.create_connection(("127.0.0.1", stack.port))  # client disconnect mid-stream
     body = json.dumps(dict(chat_body("Hello there"), stream=True)).encode()
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     sock.close()

@@ -51,8 +51,12 @@ def test_store_roundtrip_wal_and_batched_saves(tmp_path):
         loaded = store.load()
         assert [j.id for j in loaded] == ["job_a", "job_b"]
         assert loaded[0].candidates == (VIBE, QWEN) and loaded[0].owner == "ip:127.0.0.1"
-        assert loaded[0].result_json == '{"ok":true}'
+        # A finished job's bodies stay in the database until asked for; a queued one's request is read back.
+        assert loaded[0].result_json is None and loaded[0].request_json is None and loaded[0].offloaded
+        assert store.bodies("job_a") == (job.request_json, '{"ok":true}')
+        assert loaded[1].request_json == json.dumps(chat_body("Hello there")) and not loaded[1].offloaded
         store.delete([job])
+        await asyncio.sleep(0)  # deletions are batched with the saves of the same loop turn
         assert [j.id for j in store.load()] == ["job_b"]
         other.close()
         store.close()

@@ -1,5 +1,6 @@
 """JSON helpers of the hot path: member splicing of large bodies, reply splicing, JS-compatible rounding."""
 
+import asyncio
 import json
 import random
 from decimal import ROUND_HALF_UP, Decimal
@@ -12,13 +13,17 @@ from hypothesis import strategies as st
 from ollama_agent_router.jsonutil import (
     JsonObject,
     add_member,
-    parse_json,
+    parse_json_sliced,
     splice_members,
     to_fixed1,
     usage_figures,
 )
 
 BIG = "lorem ipsum dolor sit amet " * 400  # pushes a body over the splicing threshold
+
+
+def parse_json(text: str):
+    return asyncio.run(parse_json_sliced(text, 100_000, 200))
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

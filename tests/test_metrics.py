@@ -177,7 +177,7 @@ async def _send_all(port: int, requests: list[tuple[str, bytes]], concurrency: i
     async def worker() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for path, body in todo:
-            writer.write(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
@@ -264,7 +264,7 @@ def test_metrics_bind_moves_the_exposition_to_its_own_listener():
     async def fetch(port: int, path: str, key: str = "") -> tuple[int, bytes]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         auth = f"x-api-key: {key}\r\n" if key else ""
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n".encode())
         data = await reader.read()
         writer.close()
         return int(data.split(b" ", 2)[1]), data.split(b"\r\n\r\n", 1)[1]

@@ -177,7 +177,7 @@ class Corpus:
 
 def raw_request(method: str, path: str, *, key: str | None, key_header: str, xff: list[str] | None,
                 body: bytes | None) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: router"]
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost"]
     if key is not None:
         lines.append(f"Authorization: Bearer {key}" if key_header == "bearer" else f"x-api-key: {key}")
     for value in xff or ():

@@ -54,7 +54,7 @@ REJECT = frozenset({400, 413, 431, 505})  # what a request the parser refuses is
 INTENDED_5XX = {503: {"too_many_connections", "no_model_available", "queue_timeout", "upstream_busy",
                       "shutting_down", "ollama_unreachable", "job_store_unavailable"},
                 505: {"http_version_unsupported"}}
-FOLLOWER = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+FOLLOWER = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 PATHS = ["/health", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
          "/v1/models/qwen2.5-coder:7b", "/v1/jobs", "/v1/jobs/job_x", "/v1/jobs/job_x/result", "/v1/router/status",
@@ -217,7 +217,7 @@ def cases(draw) -> Case:
     body = draw(bodies()) if method in ("POST", "PUT", "PATCH") or rng.random() < 0.1 else b""
     headers: list[tuple[bytes, bytes]] = []
     if rng.random() < 0.95:
-        headers.append((b"Host", b"x"))
+        headers.append((b"Host", b"localhost"))
     if headers and rng.random() < 0.03:
         headers.append((b"host", b"y"))
         reasons_head.append("two Host headers")

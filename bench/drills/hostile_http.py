@@ -27,8 +27,8 @@ from pathlib import Path
 import drillkit
 from drillkit import TEST_CONFIG, Reached, RouterProcess, exchange, merge, percentile
 
-FOLLOWER = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-CHAT = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+FOLLOWER = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+CHAT = b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
 BODY = b'{"messages":[{"role":"user","content":"hi"}]}'
 
 # name -> bytes sent before the follower. The heads are refused by the parser; the bodies by the decoder.
@@ -55,13 +55,13 @@ SMUGGLING: dict[str, bytes] = {
     "bare CR in CL": CHAT + b"Content-Length: 5\rX: y\r\n\r\nhello",
     "first header folded": CHAT + b" Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "two Host fields": CHAT + b"Host: y\r\nContent-Length: 0\r\n\r\n",
-    "absolute-form target": b"POST http://x/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    "absolute-form target": b"POST http://x/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
     "chunk size 17 hex digits": CHAT + b"Transfer-Encoding: chunked\r\n\r\n11111111111111111\r\nx\r\n0\r\n\r\n",
     "chunk size 0x5": CHAT + b"Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
     "chunk size -1": CHAT + b"Transfer-Encoding: chunked\r\n\r\n-1\r\n\r\n",
     "chunk without CRLF after data": CHAT + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
     "chunk size FFFFFFFFFFFFFFFF": CHAT + b"Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFF\r\nhello\r\n",
-    "bare LF line endings": b"POST /v1/chat/completions HTTP/1.1\nHost: x\nContent-Length: 0\n\n",
+    "bare LF line endings": b"POST /v1/chat/completions HTTP/1.1\nHost: localhost\nContent-Length: 0\n\n",
 }
 
 
@@ -132,7 +132,7 @@ async def _probe(port: int, stop: asyncio.Event, latencies: list[float], errors:
         started = time.monotonic()
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            writer.write(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             data = await asyncio.wait_for(reader.read(), timeout=5)
             writer.close()
             if not data.startswith(b"HTTP/1.1 200"):
@@ -144,7 +144,7 @@ async def _probe(port: int, stop: asyncio.Event, latencies: list[float], errors:
 
 
 async def drill_slow(port: int, c: Config) -> dict:
-    head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 64 + b"\r\n\r\n"
+    head = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Padding: " + b"a" * 64 + b"\r\n\r\n"
     body_head = CHAT + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY)
     stop = asyncio.Event()
     latencies: list[float] = []

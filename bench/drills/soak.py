@@ -76,7 +76,7 @@ class Conn:
         if self.writer is None or self.writer.is_closing():
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         data = json.dumps(body).encode() if body is not None else b""
-        head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(data)}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self.writer.write(head.encode() + b"\r\n" + data)
         reader = self.reader

@@ -9,6 +9,7 @@ with its details, the rest are counted and summarised once per interval.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from typing import Any
 
@@ -22,31 +23,34 @@ class AuditLog:
         self.log = log
         self.enabled = enabled
 
-    def record(self, *, outcome: str, reason: str, sync: bool = False, **fields: Any) -> None:
+    def record(self, *, outcome: str, reason: str, sync: bool = False, **fields: Any) -> bool:
         """One audit record. ``outcome`` is success, failure or denied; ``reason`` a short code.
 
         ``sync`` (mutations) fsyncs the file before returning, so an acknowledged change is on record.
+        False when the file could not take the line (full, read-only): a change must then not be made.
         """
         if not self.enabled:
-            return
+            return True
         record: dict[str, Any] = {"ts": iso_ms(), "event": "audit", "outcome": outcome, "reason": reason}
         record.update((k, v) for k, v in fields.items() if v is not None)
         level = "info" if outcome == "success" else "warning"
         self.log.log(level, "audit", **{k: v for k, v in record.items() if k not in ("ts", "event")})
-        if self.path is not None:
-            self._append(dumps(record) + b"\n", sync)
+        return self.path is None or self._append(dumps(record) + b"\n", sync)
 
-    def _append(self, line: bytes, sync: bool) -> None:
+    def _append(self, line: bytes, sync: bool) -> bool:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, line)
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.ENOSPC, "the audit line was written only in part")
                 if sync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as e:
             self.log.error("audit_write_failed", path=self.path, error=e.strerror or str(e))
+            return False
+        return True
 
 
 class DenialLog:

@@ -10,7 +10,9 @@ the policy differs where the original was unsafe:
 - anonymous callers are limited per client address, not in one shared bucket;
 - failed authentications are limited per client address on every plane;
 - the admin plane checks address, then certificate, then key, so a caller without a certificate
-  learns nothing about keys.
+  learns nothing about keys;
+- salted keys (pbkdf2, scrypt) are derived off the event loop, a few at a time, and only for a client
+  address that has not used up its failed authentications.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..jsonutil import parse_iso
 from ..log import Logger
 from ..metrics import Metrics
 from .audit import AuditLog, DenialLog
+from .kdf import Deriver
 from .keys import UNUSABLE, KeyEntry, KeyIndex, Unusable, extract_credential
 from .managed import ManagedStore
 from .netaddr import LOOPBACK_PROXIES, AddressSet, Client, ClientResolver, is_loopback
@@ -90,6 +93,7 @@ class AccessControl:
         self.present = access.present
         self.failure_limit = failure_limit
         self.limiter = RateLimiter()
+        self.deriver = Deriver()
         self.last_used: dict[str, float] = {}  # key id -> epoch seconds, in memory only
         self.denials = DenialLog(self.log, denial_log_interval)
         # A bare `trustedProxy: true` trusts only a proxy on this host; anything else must be listed.
@@ -170,20 +174,21 @@ class AccessControl:
 
     def close(self) -> None:
         self.denials.close()
+        self.deriver.close()
 
     # ---- decisions -----------------------------------------------------------------------------
     async def authorize(self, req: Request, plane: str | None) -> Principal:
         if plane is None:
             return Principal(None, None, req.client_ip)
         if plane == "admin":
-            return self._admin(req)
+            return await self._admin(req)
         if plane == "metrics":
-            return self._metrics(req)
+            return await self._metrics(req)
         if not self.present:
             return Principal("standalone" if plane == "jobs" else plane, None, req.client_ip, all_jobs=True)
-        return self._public(req, self.gates[plane])
+        return await self._public(req, self.gates[plane])
 
-    def _public(self, req: Request, gate: _Gate) -> Principal:
+    async def _public(self, req: Request, gate: _Gate) -> Principal:
         if not gate.enabled:
             self._deny(req, gate.candidates[0], "plane_disabled", not_found())
         client = self.client(req.client_ip, req.headers)
@@ -197,7 +202,7 @@ class AccessControl:
             principal = Principal(gate.anon_plane, None, client.ip)
             self._limit(req, gate.anon_plane, "ip:" + client.bucket, gate.anon_limit, "anonymous")
             return principal
-        key = self._verify(req, gate.enabled[0], cred, client)
+        key = await self._verify(req, gate.enabled[0], cred, client)
         for plane in gate.enabled:
             if plane in key.scopes:
                 break
@@ -210,11 +215,11 @@ class AccessControl:
                     key.id)
         return principal
 
-    def _verify(self, req: Request, plane: str, cred: str | Unusable, client: Client) -> ApiKey:
+    async def _verify(self, req: Request, plane: str, cred: str | Unusable, client: Client) -> ApiKey:
         """The enabled, unexpired key ``cred`` names; 401 otherwise, and repeated failures are limited."""
         failures = ("auth-failures", client.bucket)
         self._refuse_if_failing(req, plane, failures)
-        entry = self.keys.lookup(cred) if cred is not UNUSABLE else None
+        entry = await self._find_key(cred, client.bucket) if isinstance(cred, str) else None
         now = time.time()
         if entry is not None and (entry.item.expires is None or now < entry.item.expires):
             self.last_used[entry.id] = now
@@ -222,6 +227,14 @@ class AccessControl:
         self.limiter.check(failures, self.failure_limit)
         reason = "invalid_authorization_header" if cred is UNUSABLE else "invalid_api_key"
         self._deny(req, plane, reason, HttpError(401, "Invalid API key", code="invalid_api_key"))
+
+    async def _find_key(self, cred: str, client: str) -> KeyEntry[_Key] | None:
+        """The policy's entry for ``cred``, in the policy in force once any derivation has finished."""
+        while True:
+            index = self.keys
+            entry = await index.lookup(cred, self.deriver, client)
+            if index is self.keys:
+                return entry
 
     def _refuse_if_failing(self, req: Request, plane: str, failures: tuple[str, str]) -> None:
         """429 for a client address with too many recent failed authentications; no key is even looked at."""
@@ -251,7 +264,7 @@ class AccessControl:
                             client=req.client_ip, requestId=req.request_id)
         raise err
 
-    def _metrics(self, req: Request) -> Principal:
+    async def _metrics(self, req: Request) -> Principal:
         """``metrics.requireApiKey``: a key with the runtimeAgent scope; otherwise open, like the original."""
         if not self.cfg.metrics.require_api_key:
             return Principal("metrics", None, req.client_ip)
@@ -259,13 +272,13 @@ class AccessControl:
         if cred is None:
             self._deny(req, "metrics", "api_key_required", HttpError(401, "API key required", code="api_key_required"))
         client = self.client(req.client_ip, req.headers)
-        key = self._verify(req, "metrics", cred, client)
+        key = await self._verify(req, "metrics", cred, client)
         if "runtimeAgent" not in key.scopes:
             self._deny(req, "metrics", "scope_denied",
                        HttpError(403, "API key is not allowed for this plane", code="scope_denied"), key.id)
         return Principal("metrics", key.id, client.ip)
 
-    def _admin(self, req: Request) -> Principal:
+    async def _admin(self, req: Request) -> Principal:
         """Address, then client certificate, then key: each refusal is audited and counts as a failure."""
         admin = self.cfg.access.admin
         if not admin.enabled:
@@ -290,7 +303,7 @@ class AccessControl:
             refuse(403, "Trusted client certificate required", "client_cert_required_or_untrusted",
                    "client_cert_required")
         cred = extract_credential(req.headers)
-        entry = self.admin_keys.lookup(cred) if isinstance(cred, str) else None
+        entry = await self.admin_keys.lookup(cred, self.deriver, client.bucket) if isinstance(cred, str) else None
         if entry is None:
             refuse(401, "Admin authentication required", "invalid_admin_key", "admin_auth_required")
         decision = self.limiter.check(("admin", entry.id), ADMIN_LIMIT)

@@ -4,8 +4,9 @@ Stored forms (validated by ``access_config``):
 - ``sha256:<hex>``: for random keys (what ``generate_key`` makes). A key is found by hashing it once
   and looking the hash up in a dict; the hash is not secret, so the dict lookup leaks nothing.
 - ``pbkdf2-sha256:<iterations>:<salt>:<hash>`` and ``scrypt:<n>:<r>:<p>:<salt>:<hash>``: for human
-  passwords. A KDF costs tens of milliseconds by design, so each distinct presented key pays it once:
-  the outcome is remembered in a small LRU keyed by the key's SHA-256.
+  passwords. A KDF costs tens of milliseconds by design, so it runs off the event loop (``kdf.Deriver``)
+  and each distinct presented key pays it once: the outcome is remembered in a small LRU keyed by the
+  key's SHA-256.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import hmac
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Generic, Iterable, TypeVar
+from typing import Generic, Hashable, Iterable, TypeVar
+
+from .kdf import Deriver
 
 MIN_KEY_LENGTH = 16
 KEY_PREFIX = "oar-"
@@ -132,7 +135,9 @@ class KeyIndex(Generic[T]):
                 self.salted.append(entry)
         self._cache: OrderedDict[str, KeyEntry[T] | None] = OrderedDict()
 
-    def lookup(self, key: str) -> KeyEntry[T] | None:
+    async def lookup(self, key: str, deriver: Deriver, client: Hashable) -> KeyEntry[T] | None:
+        """The entry ``key`` belongs to. Only a key that no SHA-256 entry and no remembered outcome
+        answers waits for the salted entries' KDF, on ``deriver``'s threads (for ``client``)."""
         digest = sha256_hex(key)
         entry = self.by_sha.get(digest)
         if entry is not None and hmac.compare_digest(entry.hash[7:], digest):
@@ -143,8 +148,12 @@ class KeyIndex(Generic[T]):
         if digest in cache:
             cache.move_to_end(digest)
             return cache[digest]
-        found = next((e for e in self.salted if verify_salted(key, e.hash)), None)
+        found = await deriver.run(self._derive, key, client)
         cache[digest] = found
         if len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
         return found
+
+    def _derive(self, key: str) -> KeyEntry[T] | None:
+        # On a worker thread: reads only the salted entries, which never change after construction.
+        return next((e for e in self.salted if verify_salted(key, e.hash)), None)

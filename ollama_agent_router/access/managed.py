@@ -56,12 +56,14 @@ class ManagedStore:
         self.digest = _digest(data)
         return self.current
 
-    def mutate(self, change: Callable[[ManagedAccess], ManagedAccess],
-               expected: Iterable[int] = ()) -> tuple[ManagedAccess, ManagedAccess]:
+    def mutate(self, change: Callable[[ManagedAccess], ManagedAccess], expected: Iterable[int] = (),
+               before_write: Callable[[ManagedAccess, ManagedAccess], None] = lambda old, new: None,
+               ) -> tuple[ManagedAccess, ManagedAccess]:
         """Apply ``change`` to the current policy, bump the version and persist it; returns (old, new).
 
-        ``change`` may raise HttpError (bad input, unknown key). Nothing awaits in here, so changes
-        from this process never interleave; the file lock keeps other processes out.
+        ``change`` may raise HttpError (bad input, unknown key), and so may ``before_write`` (the audit
+        record of the change, written first: a change that cannot be audited is not made). Nothing awaits
+        in here, so changes from this process never interleave; the file lock keeps other processes out.
         """
         with self._locked(blocking=False):
             if _digest(self._read()) != self.digest:
@@ -73,6 +75,7 @@ class ManagedStore:
                     raise HttpError(409, f"Access config version mismatch: expected {version}, current {old.version}",
                                     code="version_mismatch")
             new = replace(change(old), version=old.version + 1, updated_at=iso_ms())
+            before_write(old, new)
             try:
                 data = self._write(new)
             except OSError as e:

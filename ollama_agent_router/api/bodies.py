@@ -6,10 +6,13 @@ from typing import Any, Iterable
 
 from ..errors import HttpError
 from ..http.server import Request
-from ..jsonutil import parse_json
+from ..jsonutil import JsonLimit, parse_json_sliced
 
 # Deeper JSON is refused: re-encoding it later (forwarding, storing a job) could hit Python's recursion limit.
 MAX_JSON_DEPTH = 200
+# More values are refused: each costs the parse (and whatever walks the body after it) a Python object, so
+# a few megabytes of `[],[],...` would hold the event loop for seconds. Real chats hold thousands.
+MAX_JSON_VALUES = 100_000
 
 
 async def read_json(req: Request, *, limit: int | None = None) -> Any:
@@ -21,35 +24,17 @@ async def read_json(req: Request, *, limit: int | None = None) -> Any:
     if not raw.strip():
         return None
     try:
-        body = parse_json(raw.decode("utf-8"))
-        # Counting brackets is C-speed; only a body with that many containers is walked.
-        if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH or json_depth(body) <= MAX_JSON_DEPTH:
-            return body
+        return await parse_json_sliced(raw.decode("utf-8"), MAX_JSON_VALUES, MAX_JSON_DEPTH)
     except UnicodeDecodeError:
         raise HttpError(400, "Request body is not valid UTF-8", code="invalid_json") from None
+    except JsonLimit as e:
+        raise HttpError(400, f"Request body JSON {e}", code="invalid_json") from None
     except ValueError as e:
         raise HttpError(400, f"Malformed JSON in request body: {e}", code="invalid_json") from None
-    except RecursionError:
-        pass
-    raise HttpError(400, f"Request body JSON is nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
 
 
-def json_depth(value: Any) -> int:
-    """How deeply lists and objects nest in ``value`` (0 for a scalar), without recursing."""
-    deepest = 0
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, depth)
-        pending.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-async def read_json_object(req: Request) -> dict:
-    body = await read_json(req)
+async def read_json_object(req: Request, *, limit: int | None = None) -> dict:
+    body = await read_json(req, limit=limit)
     if not isinstance(body, dict):
         raise HttpError(400, "Request body must be a JSON object", code="invalid_body")
     return body

@@ -110,7 +110,7 @@ class FeedRoutes:
             "runtime": self.snapshot.runtime_json(),
             "state": self.state(),
             "decisions": [data for _, data, _ in self.hub.decisions],
-            "jobs": [self.jobs.event(job).to_json() for job in self.jobs.list(HELLO_JOBS)],
+            "jobs": [self.jobs.event(job).to_json() for job in self.jobs.page(HELLO_JOBS)[0]],
         }
 
     def state(self) -> dict[str, Any]:

@@ -90,6 +90,8 @@ async def _serve(cfg: Config, log: Logger, simulate: bool, host: str | None, por
         backend = sim.gpu_backend()
         names = ", ".join(m.name for m in cfg.models)
         print(f"Simulated Ollama listening on {sim.url} with models: {names}", flush=True)
+    if host:  # the gate's Host check follows the address actually listened on
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, host=host))
     app = App(cfg, log=log, gpu_backend=backend)
     bound = await app.start(host, port)
     scheme = "https" if cfg.server.https.enabled else "http"

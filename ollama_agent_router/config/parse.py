@@ -73,6 +73,7 @@ def normalize_base_path(value: str) -> str:
 
 _NODE_ID = re.compile(r"[a-zA-Z0-9.-]+")
 _ORIGIN = re.compile(r"https?://[^/?#\s]+", re.IGNORECASE)
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _http_url(value: Any) -> str:
@@ -90,6 +91,12 @@ def _http_url(value: Any) -> str:
 def _origin(value: str) -> str:
     if not _ORIGIN.fullmatch(value):
         raise ValueError(f"must be a browser origin like https://app.example.com, got {value!r}")
+    return value.lower()
+
+
+def _host_name(value: str) -> str:
+    if not _HOST_NAME.fullmatch(value):
+        raise ValueError(f"must be a host name like router.internal (no scheme or port), got {value!r}")
     return value.lower()
 
 
@@ -133,6 +140,7 @@ def _server(s: Section, base_dir: str) -> ServerConfig:
         idle_timeout_ms=s.integer("idleTimeoutMs", None, gt=0),
         shutdown_grace_ms=s.integer("shutdownGraceMs", None, ge=0),
         allowed_origins=s.strings("allowedOrigins", None, check=_origin),
+        allowed_hosts=s.strings("allowedHosts", None, check=_host_name),
     )
 
 
@@ -148,6 +156,7 @@ def _ollama(s: Section) -> OllamaConfig:
         first_byte_timeout_ms=s.integer("firstByteTimeoutMs", None, gt=0),
         poll_interval_ms=s.integer("pollIntervalMs", None, gt=0),
         max_connections=s.integer("maxConnections", None, gt=0),
+        max_reply_bytes=s.get("maxReplyBytes", parse_bytes_limit, None),
     )
 
 
@@ -217,6 +226,8 @@ def _jobs(s: Section, base_dir: str) -> JobsConfig:
         cleanup_interval_ms=s.integer("cleanupIntervalMs", gt=0),
         max_retained_jobs=s.integer("maxRetainedJobs", None, gt=0),
         retry_backoff_ms=s.integer("retryBackoffMs", None, ge=0),
+        max_retained_bytes=s.get("maxRetainedBytes", parse_bytes_limit, None),
+        max_retained_bytes_per_owner=s.get("maxRetainedBytesPerOwner", parse_bytes_limit, None),
     )
 
 

@@ -58,6 +58,8 @@ class ServerConfig:
     shutdown_grace_ms: int = 15_000
     # CORS: requests carrying an Origin header not in this list are refused (403). Empty = no browser access.
     allowed_origins: tuple[str, ...] = ()
+    # On a loopback address, Host names answered besides the local ones (DNS rebinding). Lower-cased.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class OllamaConfig:
     first_byte_timeout_ms: int = 120_000
     poll_interval_ms: int = 1_000  # background refresh of /api/ps and /api/tags
     max_connections: int = 64  # upstream pool size
+    max_reply_bytes: int = 64 << 20  # a whole (not streamed) reply larger than this is a 502
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,9 @@ class JobsConfig:
     sqlite_path: str | None = None  # resolved against the config file's directory
     max_retained_jobs: int = 10_000
     retry_backoff_ms: int = 1_000
+    # Bytes of requests, results and errors held by queued and retained jobs: all of them, and one caller's.
+    max_retained_bytes: int = 256 << 20
+    max_retained_bytes_per_owner: int = 64 << 20
 
 
 @dataclass(frozen=True)

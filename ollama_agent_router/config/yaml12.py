@@ -99,7 +99,12 @@ class Quoted(str):
     """A string that ``yaml_dump`` always writes in double quotes."""
 
 
-class _Dumper(yaml.SafeDumper):
+# libyaml's emitter when PyYAML was built with it: the same output, about five times faster (the admin API
+# rewrites the managed file on the event loop at every change).
+_SafeDumper: type = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_SafeDumper):  # type: ignore[misc, valid-type]
     """Quotes every string that a YAML 1.1 *or* a 1.2 reader would take for something else."""
 
     def ignore_aliases(self, data: Any) -> bool:

@@ -11,8 +11,9 @@ import time
 import pytest
 from conftest import VIBE, chat_body, make_config, wait_for
 
-from ollama_agent_router.api.bodies import MAX_JSON_DEPTH, json_depth
+from ollama_agent_router.api.bodies import MAX_JSON_DEPTH
 from ollama_agent_router.http.server import HttpServer, StreamResponse, _Connection
+from ollama_agent_router.jsonutil import JsonLimit, parse_json_steps
 from ollama_agent_router.relay import OLLAMA_NDJSON, OPENAI_SSE, StreamStats, relay
 from ollama_agent_router.upstream import UpstreamError
 
@@ -23,11 +24,17 @@ def nested(depth: int) -> bytes:
 
 
 def test_json_depth_counts_without_recursing():
-    assert json_depth(1) == 0 and json_depth([]) == 1 and json_depth({"a": [1, {"b": []}]}) == 4
-    deep: list = []
-    for _ in range(50_000):
-        deep = [deep]
-    assert json_depth(deep) == 50_001
+    def depth_ok(text: str, limit: int) -> bool:
+        try:
+            for _ in parse_json_steps(text, 10**6, limit):
+                pass
+        except JsonLimit:
+            return False
+        return True
+
+    assert depth_ok("1", 0) and depth_ok("[]", 1) and not depth_ok("[]", 0)
+    assert depth_ok('{"a": [1, {"b": []}]}', 4) and not depth_ok('{"a": [1, {"b": []}]}', 3)
+    assert not depth_ok("[" * 50_000 + "]" * 50_000, 49_999) and depth_ok("[" * 50_000 + "]" * 50_000, 50_000)
 
 
 def error_code(body: dict) -> str:
@@ -165,7 +172,7 @@ def test_the_simulator_keeps_only_the_latest_calls():
         port = await sim.start()
         for i in range(25):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"GET /nothing/{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            writer.write(f"GET /nothing/{i} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
             await reader.read()
             writer.close()
         await sim.stop()
