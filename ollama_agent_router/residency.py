@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Callable, Coroutine
+from typing import Callable, Coroutine, Sequence
 
 from .config.schema import Config
 from .log import Logger
@@ -140,23 +140,40 @@ class Residency:
             return False
         self._loading.add(model)
         keep_alive = self.keep_alive_for(model)
+        try:
+            if not await self._generate(model, keep_alive, "model_load_failed", reason):
+                return False
+        finally:
+            self._loading.discard(model)
+        self._loaded |= {model}  # it is loaded now; the snapshot poll it asks for tells everyone else
+        self.refresh_snapshot()
+        self.metrics.keep_alive_refreshes.inc(model)
+        self.log.debug("model_keep_alive", model=model, keepAlive=keep_alive, reason=reason)
+        return True
+
+    async def unload(self, models: Sequence[str]) -> None:
+        """Unload idle models now, to make room for a load the scheduler chose them for (steered evictions).
+        Their keep-alive refreshes are called off first: a refresh must not load a victim back."""
+        for model in models:
+            self.model_busy(model)  # cancels its refresh timer
+        self._loaded -= set(models)
+        await asyncio.gather(*(self._generate(m, 0, "model_unload_failed", "make_room") for m in models))
+        self.refresh_snapshot()
+        self.log.debug("models_unloaded_for_room", models=list(models))
+
+    async def _generate(self, model: str, keep_alive: int | str, failed: str, reason: str) -> bool:
+        """One empty ``/api/generate``: it loads the model and sets its keep-alive (0: unloads it)."""
         body = {"model": model, "keep_alive": keep_alive, "stream": False}
         try:
             status, reply = await self.client.post_json(
                 f"{self.cfg.ollama.native_api_base_path}/generate", body,
                 timeout=self.cfg.ollama.request_timeout_ms / 1000)
         except UpstreamError as e:
-            self.log.warning("model_load_failed", model=model, reason=reason, error=e.message)
+            self.log.warning(failed, model=model, reason=reason, error=e.message)
             return False
-        finally:
-            self._loading.discard(model)
         if status >= 400:
             error = reply.get("error") if isinstance(reply, dict) else None
-            self.log.warning("model_load_failed", model=model, reason=reason, status=status,
+            self.log.warning(failed, model=model, reason=reason, status=status,
                              error=error if isinstance(error, str) else f"HTTP {status}")
             return False
-        self._loaded |= {model}  # it is loaded now; the snapshot poll it asks for tells everyone else
-        self.refresh_snapshot()
-        self.metrics.keep_alive_refreshes.inc(model)
-        self.log.debug("model_keep_alive", model=model, keepAlive=keep_alive, reason=reason)
         return True

@@ -2,7 +2,8 @@
 
 Follows the original's engine (spec §5): candidates (preferred, route, purpose/tags, minus forbidden),
 blocks (gpu_only, busy), the additive score, and the sync/async/reject order — with its bugs fixed:
-a model outside the route list gets no route bonus, and the async paths never pick a gpu_only model.
+a model outside the route list gets no route bonus, the async paths never pick a gpu_only model, and a
+model that is not loaded is gpu_only only when it would not fit even after Ollama unloaded the loaded ones.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ class RoutingTable:
             for tag in dict.fromkeys(m.purpose + m.tags):
                 self.by_purpose.setdefault(tag, []).append(m.name)
         self.required_mb = {m.name: required_mb(m, cfg.gpu.vram_safety_reserve_mb) for m in cfg.models}
+        self.size_mb = {m.name: m.size_gb * 1024 for m in cfg.models}
         self.facts = {m.name: _ModelFacts.of(m, self.required_mb[m.name]) for m in cfg.models}
         self.task_types = frozenset(cfg.routes) | frozenset(t for m in cfg.models for t in m.purpose)
         # Any task type the config never names scores and selects like every other such type, so the
@@ -147,6 +149,13 @@ class RoutingTable:
         self._named_types = frozenset(cfg.routes) | frozenset(self.by_purpose)
         self._base: dict[str | None, tuple[str, ...]] = {}
         self._fixed: dict[tuple[str | None, str], dict[str, _Fixed]] = {}
+
+    def loaded_mb(self, models: Mapping[str, ModelState]) -> float:
+        """The VRAM the loaded configured models hold (their size), all of which Ollama unloads, busy ones
+        once they finish, before it puts part of a model that does not fit on the CPU. Comparing a load with
+        the free VRAM alone (as the original did) blocks a big model whenever small ones are resident, and
+        sends even the requests that name it elsewhere."""
+        return sum(self.size_mb[n] for n, state in models.items() if state.loaded and n in self.size_mb)
 
     def resolve(self, name: str) -> str | None:
         """A configured model name for a client-supplied name or alias, with or without ``:latest``."""
@@ -294,6 +303,7 @@ class _Request(NamedTuple):
 
     preferred: Mapping[str, int]
     free_mb: float
+    room_mb: float  # the most VRAM a load can get: free, plus what Ollama frees by unloading loaded models
     gpu_only: bool
     no_gpu: bool
     explain: bool
@@ -318,7 +328,7 @@ def _evaluate(m: _ModelFacts, f: _Fixed, state: ModelState, r: _Request) -> Cand
     if r.gpu_only and (
         r.no_gpu
         or ("cpu" in state.processor and "100% gpu" not in state.processor)
-        or (not state.loaded and m.required_mb > r.free_mb)
+        or (not state.loaded and m.required_mb > r.room_mb)
     ):
         blocked = "gpu_only"
     elif (m.exclusive and running > 0) or (not m.allow_when_busy and running >= m.max_concurrent):
@@ -359,9 +369,12 @@ def decide(meta: RouterMeta, task_type: str, complexity: str, table: RoutingTabl
         return Decision("reject", None, "No configured model can satisfy this request", 0.0, (), (), (), status=503)
     preferred_index = table.preferred_index(meta) if meta.preferred_models else {}
     vram_total = table.cfg.gpu.vram_total_mb
+    free = view.gpu_free_mb if view.gpu_free_mb is not None else vram_total
     r = _Request(
         preferred=preferred_index,
-        free_mb=view.gpu_free_mb if view.gpu_free_mb is not None else vram_total,
+        free_mb=free,
+        room_mb=free + table.loaded_mb(view.models) if meta.require_gpu_only and view.gpu_free_mb is not None
+        else free,
         gpu_only=meta.require_gpu_only,
         no_gpu=view.gpu_free_mb is None and vram_total <= 0,
         explain=explain or meta.explain,

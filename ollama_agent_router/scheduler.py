@@ -12,6 +12,8 @@ error, timeout, client disconnect, cancel): ``Slot.release`` is idempotent and t
 Load batching: starting a model that is not loaded makes Ollama load it, and when it does not fit it
 unloads another. While a loaded model still has requests waiting here, such a load is held back, unless
 the new request's priority is higher or it has waited one aging step (half its queue budget at most).
+``queue.loadBatching: false`` turns this off; ``queue.agingMs: 0`` turns aging off. With
+``queue.steerEvictions`` the router picks what a load unloads (``eviction.steered``) and unloads it first.
 
 The shape is llama-swap's: ``grant`` (which ticket starts next) and ``hold_until`` (is a load held back)
 are pure functions of plain data; ``Scheduler`` keeps the queues and calls them, synchronously, and
@@ -29,7 +31,7 @@ from typing import Callable, Container, Protocol, Sequence
 
 from .config.schema import PRIORITY_WEIGHTS, Config, ModelSpec
 from .errors import HttpError
-from .eviction import Resident, evictions, free_vram, required_mb
+from .eviction import Demand, Resident, evictions, free_vram, required_mb, steered
 from .routing import ModelState
 
 _LANES = ("low", "normal", "high")
@@ -66,6 +68,8 @@ class Effects(Protocol):
     def model_idle(self, model: str) -> None:
         """``model`` has nothing running and nothing waiting any more."""
 
+    async def unload(self, models: Sequence[str]) -> None: ...  # unload these idle models now (steering)
+
 
 @dataclass(eq=False, slots=True)
 class Ticket:
@@ -88,6 +92,7 @@ class Slot:
     model: str
     user: str | None
     queue_ms: int
+    unload: tuple[str, ...] = ()  # idle models to unload before this slot's request (steered evictions)
     released: bool = False
 
     def release(self) -> None:
@@ -103,26 +108,27 @@ def level(ticket: Ticket, now: float, aging: float) -> int:
 
 
 def hold_until(ticket: Ticket, now: float, aging: float, protected: int, loaded: Container[str],
-               evicts: Callable[[str], bool]) -> float | None:
-    """Until when the start of ``ticket`` is held back (None: it may start now).
-
-    Held back: its model is not loaded, loading it would evict another, and a loaded model has requests
-    waiting at ``protected`` priority or above. The ticket's priority above that, or its age (one aging
-    step, at most half its queue budget), lets it through.
-    """
-    if protected < 0 or ticket.lane > protected or ticket.model in loaded:
+               evicts: Callable[[str], bool], needs_busy: Callable[[str], bool] | None = None) -> float | None:
+    """Until when the start of ``ticket`` is held back (None: it may start now), when its model is not loaded:
+    loading it would evict another while a loaded model has requests waiting at ``protected`` priority or
+    above (a priority above that, or one aging step, lets it through); or, with steered evictions, it should
+    unload a busy model (Ollama would wait for that too). Either wait is at most half its queue budget."""
+    if ticket.model in loaded:
         return None
-    patience = aging
-    if ticket.deadline is not None:
-        patience = min(patience, (ticket.deadline - ticket.enqueued) / 2)
-    until = ticket.enqueued + patience
-    if now >= until or not evicts(ticket.model):
-        return None
-    return until
+    budget = FOREVER if ticket.deadline is None else ticket.enqueued + (ticket.deadline - ticket.enqueued) / 2
+    if 0 <= protected and ticket.lane <= protected:
+        until = min(budget, ticket.enqueued + aging)
+        if now < until and evicts(ticket.model):
+            return until
+    until = budget if budget < FOREVER else ticket.enqueued + aging  # a busy model's wait
+    if needs_busy is not None and now < until and needs_busy(ticket.model):
+        return until
+    return None
 
 
 def grant(heads: Sequence[Ticket], now: float, aging: float, protected: int, loaded: Container[str],
-          evicts: Callable[[str], bool]) -> tuple[Ticket | None, list[tuple[Ticket, float]]]:
+          evicts: Callable[[str], bool], needs_busy: Callable[[str], bool] | None = None,
+          ) -> tuple[Ticket | None, list[tuple[Ticket, float]]]:
     """Which of the startable models' head tickets starts next, and which were held back (with until when).
 
     The best effective priority wins, the oldest among equals; a held-back head gives way to the next best.
@@ -134,7 +140,7 @@ def grant(heads: Sequence[Ticket], now: float, aging: float, protected: int, loa
         key = (level(t, now, aging), -t.seq)
         if key <= best_key:
             continue
-        until = hold_until(t, now, aging, protected, loaded, evicts)
+        until = hold_until(t, now, aging, protected, loaded, evicts, needs_busy)
         if until is None:
             best, best_key = t, key
         else:
@@ -194,7 +200,9 @@ class Scheduler:
         self._cooldown: dict[str, float] = {}  # model -> clock time the cooldown ends
         self._seq = 0
         self._dispatching = False
-        self._aging = max(1, cfg.queue.aging_ms) / 1000.0
+        self._aging = cfg.queue.aging_ms / 1000.0 if cfg.queue.aging_ms > 0 else FOREVER  # 0: no aging
+        self._steer = cfg.queue.steer_evictions
+        self._demand = Demand()
         self._wake: Cancellable | None = None
         self._wake_at = 0.0
 
@@ -219,14 +227,38 @@ class Scheduler:
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
 
+    def _residents(self) -> tuple[list[Resident], float | None]:
+        """The loaded models as the eviction choices see them, and the free VRAM."""
+        now = self.clock()
+        resident = [Resident(n, self._required[n], self._keep[n], q.running > 0, q.waiting > 0,
+                             self._demand.of(n, now))
+                    for n in self._loaded if (q := self.queues.get(n)) is not None]
+        return resident, free_vram(self._free_mb, self.cfg.gpu.vram_total_mb, resident)
+
     def would_evict(self, model: str) -> bool:
         """Starting ``model`` now would make Ollama unload another model."""
         if model in self._loaded:
             return False
-        resident = [Resident(n, self._required[n], self._keep[n], self.queues[n].running > 0)
-                    for n in self._loaded if n in self.queues]
-        free = free_vram(self._free_mb, self.cfg.gpu.vram_total_mb, resident)
+        resident, free = self._residents()
         return bool(evictions(self._required[model], resident, free))
+
+    def needs_busy(self, model: str) -> bool:
+        """Steered, loading ``model`` would wait for a busy model to finish."""
+        return model not in self._loaded and steered(self._required[model], *self._residents())[1]
+
+    def _make_room(self, model: str) -> tuple[str, ...]:
+        """The models to unload for ``model`` (``steered``), counted gone, and ``model`` loaded, at once."""
+        if model in self._loaded:
+            return ()
+        victims = steered(self._required[model], *self._residents())[0]
+        if self._free_mb is not None:
+            self._free_mb += sum(self._required[v] for v in victims) - self._required[model]
+        for name in victims:
+            del self._loaded[name]
+        self._loaded[model] = ""
+        for name in (*victims, model):
+            self._refresh(name)
+        return victims
 
     def set_cooldown(self, name: str, until: float | None) -> None:
         """Put a model in cooldown until a clock time, or take it out (``None``)."""
@@ -285,7 +317,8 @@ class Scheduler:
         q = self.queues[model]
         if q.waiting or not self._can_start(q):
             return None
-        if model not in self._loaded and _lane(priority) <= self._protected_lane() and self.would_evict(model):
+        batched = _lane(priority) <= self._protected_lane() and self.would_evict(model)
+        if model not in self._loaded and (batched or (self._steer and self.needs_busy(model))):
             return None  # the queued ticket decides, with the deferral rules
         return self._start(q, user, 0)
 
@@ -338,12 +371,15 @@ class Scheduler:
             self.effects.model_idle(ticket.model)
 
     def _start(self, q: _ModelQueue, user: str | None, queue_ms: int) -> Slot:
+        name = q.spec.name
         if q.waiting == 0 and q.running == 0:
-            self.effects.model_busy(q.spec.name)
+            self.effects.model_busy(name)
+        unload = self._make_room(name) if self._steer else ()
+        self._demand.count(name, self.clock())
         q.running += 1
         self.total_running += 1
-        self._refresh(q.spec.name)
-        return Slot(self, q.spec.name, user, queue_ms)
+        self._refresh(name)
+        return Slot(self, name, user, queue_ms, unload)
 
     def _release(self, slot: Slot) -> None:
         q = self.queues[slot.model]
@@ -356,7 +392,10 @@ class Scheduler:
 
     # ---- dispatch -------------------------------------------------------------------------------------
     def _protected_lane(self) -> int:
-        """The highest priority waiting on a loaded model (-1 if none): loads below it are held back."""
+        """The highest priority waiting on a loaded model (-1 if none, or load batching is off): loads below
+        it are held back."""
+        if not self.cfg.queue.load_batching:
+            return -1
         return max((self.queues[n].top_lane() for n in self._loaded if n in self.queues and self.queues[n].waiting),
                    default=-1)
 
@@ -379,7 +418,8 @@ class Scheduler:
         now = self.clock()
         startable = (q.head(now, self._aging) for q in self.queues.values() if q.waiting and self._can_start(q))
         heads = [h for h in startable if h is not None]
-        ticket, held = grant(heads, now, self._aging, self._protected_lane(), self._loaded, self.would_evict)
+        ticket, held = grant(heads, now, self._aging, self._protected_lane(), self._loaded, self.would_evict,
+                             self.needs_busy if self._steer else None)
         for t, until in held:
             if not t.deferred:
                 t.deferred = True
@@ -396,8 +436,8 @@ class Scheduler:
         return True
 
     def _wake_up_at(self, when: float) -> None:
-        if self._wake is not None and self._wake_at <= when:
-            return
+        if when == FOREVER or (self._wake is not None and self._wake_at <= when):
+            return  # held until a release or a new fact, which dispatch anyway
         if self._wake is not None:
             self._wake.cancel()
         self._wake_at = when
@@ -420,10 +460,21 @@ def priority_name(weight: int) -> str:
 # ---- the waiting shell: a future and a deadline around a ticket -----------------------------------------
 async def acquire(scheduler: Scheduler, model: str, priority: str = "normal", *, user: str | None = None,
                   max_wait: float | None = None) -> Slot:
-    """Wait for a slot on ``model``. Raises QueueLimit at once when full, WaitTimeout after ``max_wait``."""
+    """Wait for a slot on ``model`` (and unload its ``Slot.unload``). Raises QueueLimit at once when full,
+    WaitTimeout after ``max_wait``."""
     slot = scheduler.try_acquire(model, user, priority)
-    if slot is not None:
-        return slot
+    if slot is None:
+        slot = await _wait(scheduler, model, priority, user, max_wait)
+    if slot.unload:
+        try:
+            await scheduler.effects.unload(slot.unload)
+        except BaseException:
+            slot.release()
+            raise
+    return slot
+
+
+async def _wait(scheduler: Scheduler, model: str, priority: str, user: str | None, max_wait: float | None) -> Slot:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Slot] = loop.create_future()
 

@@ -96,3 +96,19 @@ def test_a_loaded_models_queue_is_served_before_a_load_that_would_evict_it(stack
     assert order == [QWEN, QWEN, DEEPSEEK]
     metrics = stack.request("GET", "/metrics").body.decode()
     assert f'oar_model_loads_avoided_total{{model="{DEEPSEEK}"}} 1' in metrics
+
+
+def test_steered_evictions_keep_the_model_in_demand(stack_factory):
+    # 12 GB: vibe (3.9 GB loaded) and deepseek (4.1 GB) fit together; qwen (5 GB) fits beside one of them.
+    def run(steer):
+        stack = stack_factory({"gpu": {"vramTotalMb": 12288}, "queue": {"steerEvictions": steer}})
+        for model in (VIBE, VIBE, VIBE, DEEPSEEK):
+            assert stack.request("POST", "/v1/chat/completions", dict(chat_body("Hi"), model=model)).status == 200
+        wait_for(lambda: stack.run(lambda: stack.app.scheduler.is_loaded(DEEPSEEK)))
+        assert stack.request("POST", "/v1/chat/completions", dict(chat_body("Hi"), model=QWEN)).status == 200
+        return sorted(stack.sim.loaded()), stack.sim.keep_alive_refreshes
+
+    # Ollama, left to itself, unloads by keep-alive and then name: vibe goes, though it is the one in demand.
+    assert run(False) == (sorted([DEEPSEEK, QWEN]), [])
+    # Steered, the router unloads deepseek itself before it sends the qwen request.
+    assert run(True) == (sorted([VIBE, QWEN]), [(DEEPSEEK, "0")])

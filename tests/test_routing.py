@@ -115,6 +115,23 @@ def test_gpu_only_reject_with_named_reasons():
     assert d.reason == f"{GPTOSS}: gpu_only"
 
 
+def test_gpu_only_counts_what_ollama_frees_by_unloading_the_loaded_models():
+    # gpt-oss needs 14,848 MB; vibe (3,686 MB) and qwen (4,813 MB) are resident and idle.
+    resident = {VIBE: ModelState(loaded=True, processor="100% gpu"), QWEN: ModelState(loaded=True, processor="100% gpu")}
+    ask = meta(requireGpuOnly=True, allowAsync=False)
+    d = decide(ask, "agentic_reasoning", "heavy", TABLE, RuntimeView(7000, 0, resident), pinned=GPTOSS)
+    assert (d.action, d.model) == ("sync", GPTOSS)  # 7,000 free + 8,499 unloadable: it loads fully on the GPU
+    assert [c.name for c in d.ranked] == [GPTOSS, QWEN]  # not fitting beside them still costs it its vram score
+    d = decide(ask, "agentic_reasoning", "heavy", TABLE, RuntimeView(6000, 0, resident), pinned=GPTOSS)
+    assert (d.model, [(c.name, c.blocked) for c in d.blocked]) == (QWEN, [(GPTOSS, "gpu_only")])  # 14,499: too small
+    busy = {**resident, QWEN: ModelState(running=1, loaded=True, processor="100% gpu")}
+    d = decide(ask, "agentic_reasoning", "heavy", TABLE, RuntimeView(7000, 0, busy), pinned=GPTOSS)
+    assert d.model == GPTOSS  # Ollama waits for a busy model to finish, then unloads it
+    # Without a GPU reading the configured total is all there is, loaded models or not.
+    no_reading = RuntimeView(None, 0, resident)
+    assert decide(ask, "agentic_reasoning", "heavy", TABLE, no_reading, pinned=GPTOSS).model == GPTOSS
+
+
 def test_async_mode_never_picks_a_gpu_only_model():
     # Original bug: mode async used candidates[0] even when gpu_only-blocked.
     view = RuntimeView(19000, 0, {GPTOSS: ModelState(loaded=True, processor="100% cpu")})

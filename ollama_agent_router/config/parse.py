@@ -296,7 +296,9 @@ def _queue(s: Section) -> QueueConfig:
         per_user_max_queued=s.integer("perUserMaxQueued", ge=0),
         timeout_ms=s.integer("timeoutMs", gt=0),
         default_priority=s.choice("defaultPriority", ("low", "normal", "high"), None),
-        aging_ms=s.integer("agingMs", None, gt=0),
+        aging_ms=s.integer("agingMs", None, ge=0),
+        load_batching=s.boolean("loadBatching", None),
+        steer_evictions=s.boolean("steerEvictions", None),
     )
 
 

@@ -178,7 +178,9 @@ class QueueConfig:
     per_user_max_queued: int
     timeout_ms: int
     default_priority: str = "normal"
-    aging_ms: int = 30_000  # a waiting request is promoted one priority level per aging_ms
+    aging_ms: int = 30_000  # a waiting request is promoted one priority level per aging_ms; 0: never
+    load_batching: bool = True  # hold back a load that would evict a model with requests still waiting
+    steer_evictions: bool = False  # the router, not Ollama, picks which idle models a load unloads
 
 
 @dataclass(frozen=True)

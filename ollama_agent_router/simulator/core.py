@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ..http.server import Request, Response, StreamResponse
 from ..log import Logger
+from .activity import Activity
 from .plan import Conversation, Reply, plan_reply
 from .run import Executor, Fault, SimCall, SimModel, StreamDropped
 from .sched import MIB, ModelScheduler
@@ -50,6 +51,7 @@ class SimCore:
         load_seconds_per_gb: float = 0.0, tokens_per_second: float = 0.0, reply_tokens: int = 8,
         stream_flavour: str = "current", version: str = "0.33.0", default_keep_alive: str = "5m",
         ps_blocks_while_loading: bool = False, log: Logger | None = None, calls_kept: int = 10_000,
+        shared_gpu: bool = False, record_activity: bool = False,
     ) -> None:
         if stream_flavour not in ("current", "legacy"):
             raise ValueError(f"stream_flavour must be 'current' or 'legacy', not {stream_flavour!r}")
@@ -71,14 +73,15 @@ class SimCore:
         self.calls: deque[dict[str, Any]] = deque(maxlen=calls_kept)
         self.loads: list[str] = []
         self.keep_alive_refreshes: list[tuple[str, str]] = []
+        self.activity = Activity(record=record_activity)  # GPU time generating / loading / idle, loads
         self.sched = ModelScheduler(
             vram_bytes=int(gpu_total_mb * MIB), reserved_bytes=int(self.reserved_mb * MIB), max_queue=max_queue,
-            max_loaded=max_loaded_models, log=self.log, on_load=self.loads.append,
+            max_loaded=max_loaded_models, log=self.log, on_load=self.loads.append, activity=self.activity,
         )
         self.peak_concurrency = self.sched.peak
         self.in_flight = self.sched.in_flight
         self.run = Executor(self.sched, num_parallel=self.num_parallel, load_seconds_per_gb=load_seconds_per_gb,
-                            tokens_per_second=tokens_per_second)
+                            tokens_per_second=tokens_per_second, shared_gpu=shared_gpu)
         self.rng = random.Random()
         self._faults: dict[str, list[list[Any]]] = {}  # key -> [[fault, remaining uses], ...]
         # Newest first, an hour apart, so /api/tags lists models in the order given.

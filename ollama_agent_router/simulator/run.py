@@ -29,6 +29,7 @@ class SimModel:
     quantization_level: str = "Q4_K_M"
     capabilities: tuple[str, ...] = ("completion", "tools")
     context_length: int = 4096
+    tokens_per_second: float = 0.0  # this model's generation rate; 0: the simulator's rate
 
     @property
     def canonical(self) -> str:
@@ -83,11 +84,14 @@ class Lease:
 
 class Executor:
     def __init__(self, sched: ModelScheduler, *, num_parallel: int, load_seconds_per_gb: float,
-                 tokens_per_second: float) -> None:
+                 tokens_per_second: float, shared_gpu: bool = False) -> None:
         self.sched = sched
         self.num_parallel = num_parallel
         self.load_seconds_per_gb = load_seconds_per_gb
         self.tokens_per_second = tokens_per_second
+        # Shared: requests generating at the same time split the GPU (each goes at its rate over their
+        # number), as decoding is bound by memory bandwidth; otherwise each runs at its full rate.
+        self.shared_gpu = shared_gpu
         self.cancelled = 0  # requests whose client went away while queued or generating
         self.epoch = 0  # bumped when the server goes down, so the requests it cuts are not counted as cancelled
 
@@ -136,10 +140,10 @@ class Executor:
         or ("error", message or None) halfway through when a mid-stream fault is injected."""
         reply = job.reply
         assert reply is not None
-        tps = self.tokens_per_second
+        tps = job.model.tokens_per_second or self.tokens_per_second
         t_prompt = time.perf_counter_ns()
         if tps > 0 and reply.prompt_tokens:
-            await asyncio.sleep(reply.prompt_tokens / (tps * PROMPT_SPEEDUP))
+            await asyncio.sleep(self._share(reply.prompt_tokens / (tps * PROMPT_SPEEDUP)))
         t_eval = time.perf_counter_ns()
         pieces: list[tuple[str, Any]] = [("thinking", t) for t in reply.thinking]
         pieces += [("content", t) for t in reply.content]
@@ -149,7 +153,7 @@ class Executor:
         broken = fault is not None and fault.breaks_stream
         for piece in pieces[: (len(pieces) + 1) // 2] if broken else pieces:
             if tps > 0:
-                await asyncio.sleep(1 / tps)
+                await asyncio.sleep(self._share(1 / tps))
             yield piece
         if fault is not None and broken:
             yield "error", fault.mid_stream_error
@@ -163,6 +167,10 @@ class Executor:
             "eval_count": reply.eval_count,
             "eval_duration": max(1, t_end - t_eval) if reply.eval_count else 0,
         }
+
+    def _share(self, seconds: float) -> float:
+        """How long ``seconds`` of one request's GPU work takes now."""
+        return seconds * max(1, self.sched.generating()) if self.shared_gpu else seconds
 
     async def collect(self, job: SimCall) -> tuple[str, str, list[dict], dict[str, int]]:
         """A whole non-streamed generation: (content, thinking, tool calls, metrics); 500 on an injected error."""

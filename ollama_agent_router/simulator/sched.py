@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..log import Logger
+from .activity import Activity
 
 LOADED_OVERHEAD = 1.15  # loaded size over on-disk size: weights plus KV cache and compute graph
 GB = 1_000_000_000
@@ -62,13 +63,14 @@ class _Pending:
 class ModelScheduler:
     def __init__(
         self, *, vram_bytes: int, reserved_bytes: int, max_queue: int, max_loaded: int,
-        log: Logger, on_load: Callable[[str], None],
+        log: Logger, on_load: Callable[[str], None], activity: Activity | None = None,
     ) -> None:
         self.usable_vram = max(0, vram_bytes - reserved_bytes)
         self.max_queue = max_queue
         self.max_loaded = max(1, max_loaded)
         self.log = log
         self.on_load = on_load
+        self.activity = activity or Activity()
         self.runners: dict[str, Runner] = {}
         self.in_flight: dict[str, int] = {}
         self.peak: dict[str, int] = {}
@@ -176,6 +178,7 @@ class ModelScheduler:
 
     def _count(self, runner: Runner) -> None:
         self.in_flight[runner.name] = runner.busy
+        self.activity.slots_busy(runner.name, runner.busy)
         self.peak[runner.name] = max(self.peak.get(runner.name, 0), runner.busy)
 
     # ---- unloading ----------------------------------------------------------------------------------
@@ -208,6 +211,7 @@ class ModelScheduler:
             runner.timer = None
         if self.runners.get(runner.name) is runner:
             del self.runners[runner.name]
+            self.activity.unloaded(runner.name)
             self.log.info("sim_model_unloaded", model=runner.name, reason=reason)
         runner.gone.set()
 
@@ -254,9 +258,14 @@ class ModelScheduler:
         runner.expires_at = math.inf if want.keep_alive is None else time.monotonic() + want.keep_alive
         self.runners[want.name] = runner
         self.on_load(want.name)
+        self.activity.load_started(want.name)
         self.log.info("sim_model_loading", model=want.name, size=want.size, sizeVram=size_vram)
-        if want.load_s > 0:
-            await asyncio.sleep(want.load_s)
+        started = time.monotonic()
+        try:
+            if want.load_s > 0:
+                await asyncio.sleep(want.load_s)
+        finally:
+            self.activity.load_ended(want.name, time.monotonic() - started)
         runner.state = "loaded"
         runner.ready.set()
         return runner

@@ -16,7 +16,7 @@ import asyncio
 import random
 import re
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from ..config.schema import Config, ModelSpec, can_think, is_embedding_model
 from ..gpu import GpuDevice
@@ -83,9 +83,11 @@ class OllamaSimulator(SimCore):
         self._transition: asyncio.Task | None = None
 
     @classmethod
-    def from_config(cls, cfg: Config, **kw: Any) -> OllamaSimulator:
-        """Models from ``cfg.models`` (capabilities from their labels), VRAM from ``cfg.gpu``."""
-        models = [_model_from_spec(spec) for spec in cfg.models]
+    def from_config(cls, cfg: Config, *, rates: Mapping[str, float] | None = None, **kw: Any) -> OllamaSimulator:
+        """Models from ``cfg.models`` (capabilities from their labels), VRAM from ``cfg.gpu``; ``rates`` gives
+        some models their own tokens per second."""
+        rates = rates or {}
+        models = [_model_from_spec(spec, rates.get(spec.name, 0.0)) for spec in cfg.models]
         kw.setdefault("gpu_total_mb", cfg.gpu.vram_total_mb or 24576)
         if cfg.gpu.name:
             kw.setdefault("gpu_name", cfg.gpu.name)
@@ -186,7 +188,7 @@ def _capabilities(spec: ModelSpec) -> tuple[str, ...]:
     return ("completion", "tools")
 
 
-def _model_from_spec(spec: ModelSpec) -> SimModel:
+def _model_from_spec(spec: ModelSpec, tokens_per_second: float = 0.0) -> SimModel:
     """A SimModel for a configured model; family and parameter size are guessed from the name."""
     base, _, tag = canonical_name(spec.name).rpartition(":")
     family = re.match(r"[a-z]+\d*", base.rsplit("/", 1)[-1].lower())
@@ -198,6 +200,7 @@ def _model_from_spec(spec: ModelSpec) -> SimModel:
         parameter_size=f"{params.group(1)}{params.group(2).upper()}" if params else "7B",
         capabilities=_capabilities(spec),
         context_length=spec.default_context,
+        tokens_per_second=tokens_per_second,
     )
 
 
