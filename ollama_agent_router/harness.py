@@ -86,62 +86,63 @@ class Reading(NamedTuple):
     harness: bool  # shaped like a coding agent's request
 
 
-class _Sizes(NamedTuple):
-    total: int
-    system: int
-    tool_exchange: bool
-    system_inside: bool  # a system or developer message after the conversation started
+class _Scan:
+    """The state of one backward pass: sizes of every message, the text of the newest turns only."""
 
+    __slots__ = ("ask", "context", "gathered", "mid_loop", "injected", "seen_turn")
 
-def _sizes(messages: list) -> _Sizes:
-    """One cheap pass over every message: lengths, and the two structural facts that need the whole list."""
-    total = system = count = 0
-    started = calls_seen = tool_exchange = inside = False
-    for m in messages:
-        if not isinstance(m, dict):
-            continue
-        count += 1
-        role = m.get("role")
-        size = content_chars(m.get("content"))
-        total += size
-        if role in _SYSTEM_ROLES:
-            system += size
-            inside = inside or started
-            continue
-        started = True
-        if role == "assistant" and (m.get("tool_calls") or m.get("function_call")):
-            calls_seen = True
-        elif role in _TOOL_ROLES and calls_seen:
-            tool_exchange = True
-    return _Sizes(total + max(count - 1, 0), system, tool_exchange, inside)
+    def __init__(self) -> None:
+        self.ask: str | None = None
+        self.context: list[str] = []
+        self.gathered = 0
+        self.mid_loop = self.injected = self.seen_turn = False
+
+    def turn(self, role: object, raw: str) -> bool:
+        """Read one user, assistant or tool turn, newest first; False once the context is full."""
+        text = strip_injections(raw) if role == "user" else raw
+        self.injected = self.injected or len(text) != len(raw)
+        if self.ask is None:
+            if role == "user" and (text.strip() or text == raw):
+                self.ask = text  # a blank turn still counts (as no task); one that held only injections does not
+            elif role != "user":
+                self.mid_loop = self.mid_loop or (not self.seen_turn and role in _TOOL_ROLES)
+                self.seen_turn = True
+            return True
+        self.context.append(text)
+        self.gathered += len(text) + 1
+        return self.gathered <= CONTEXT_CHARS
 
 
 def read(messages: object, tools: object = None) -> Reading:
+    """One pass from the newest message back: every message is measured, only the newest turns are read."""
     items = messages if isinstance(messages, list) else []
-    sizes = _sizes(items)
-    ask: str | None = None
-    mid_loop = injected = seen_turn = False
-    context: list[str] = []
-    gathered = 0
+    scan = _Scan()
+    reading = True
+    total = system = count = 0
+    system_after = tool_after = tool_exchange = inside = False
     for m in reversed(items):
-        if not isinstance(m, dict) or m.get("role") in _SYSTEM_ROLES:
+        if not isinstance(m, dict):
             continue
-        role = m.get("role")
-        raw = content_text(m.get("content"))
-        text = strip_injections(raw) if role == "user" else raw
-        injected = injected or len(text) != len(raw)
-        if ask is None:
-            if role == "user" and (text.strip() or text == raw):
-                ask = text  # a turn the user left blank still counts (as no task); one that held only injections does not
-            elif role != "user":
-                mid_loop = mid_loop or (not seen_turn and role in _TOOL_ROLES)
-                seen_turn = True
+        count += 1
+        role, content = m.get("role"), m.get("content")
+        if role in _SYSTEM_ROLES:
+            size = content_chars(content)
+            total += size
+            system += size
+            system_after = True
             continue
-        context.append(text)
-        gathered += len(text) + 1
-        if gathered > CONTEXT_CHARS:
-            break
+        inside = inside or system_after  # a system message came after this turn
+        if role in _TOOL_ROLES:
+            tool_after = True
+        elif role == "assistant" and tool_after and (m.get("tool_calls") or m.get("function_call")):
+            tool_exchange = True
+        if not reading:
+            total += content_chars(content)
+            continue
+        raw = content_text(content)
+        total += len(raw)
+        reading = scan.turn(role, raw)
     many_tools = isinstance(tools, list) and len(tools) >= HARNESS_TOOLS
-    harness = many_tools or sizes.system >= HARNESS_SYSTEM_CHARS or injected or sizes.system_inside
-    return Reading(ask, "\n".join(reversed(context))[-CONTEXT_CHARS:], sizes.total, sizes.system,
-                   sizes.tool_exchange, mid_loop, harness)
+    harness = many_tools or system >= HARNESS_SYSTEM_CHARS or scan.injected or inside
+    return Reading(scan.ask, "\n".join(reversed(scan.context))[-CONTEXT_CHARS:], total + max(count - 1, 0), system,
+                   tool_exchange, scan.mid_loop, harness)

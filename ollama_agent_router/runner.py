@@ -11,7 +11,8 @@ goes back in its wire format). The runner does the rest, once for all of them:
 - the reply: one JSON body, or a relay of SSE/NDJSON events as they arrive;
 - metrics and the access log's fields.
 
-``route`` is the step before: classify the request and decide against the live snapshot.
+``route`` is the step before: classify the request and decide against the live snapshot, keeping an agent
+conversation on its model (``sessions``) and off models too small for it (``fit``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from .classifier import Classification, ClassifierSettings, classify
 from .config.schema import Config
 from .errors import HttpError
 from .failover import Cooldowns, after_attempt
+from .fit import context_need
 from .http.server import Response, StreamResponse
 from .jsonutil import JsonObject, dumps, splice_members, usage_figures
 from .log import Logger
@@ -32,6 +34,7 @@ from .metrics import Metrics
 from .relay import StreamFormat, StreamStats, relay
 from .routing import Decision, RouterMeta, RoutingTable, RuntimeView, decide
 from .scheduler import Scheduler, Slot, WaitTimeout, acquire
+from .sessions import Key, Sessions, conversation_hash, explicit_key
 from .snapshot import Snapshot
 from .upstream import (
     OllamaClient,
@@ -91,6 +94,9 @@ class Routed:
     classification: Classification
     decision: Decision
     pinned: str | None = None
+    session: Key | None = None  # the conversation it belongs to (sticky routing)
+    sticky: str | None = None  # that conversation's model when it was routed
+    context_tokens: int = 0  # the context it needs (fit.context_need)
 
     def models(self) -> list[str]:
         """The chosen model, then the failover order."""
@@ -116,6 +122,7 @@ class Call:
     plane: str = "standalone"  # metrics labels
     task: str | None = None
     log: dict[str, Any] = field(default_factory=dict)  # the access log line's fields
+    session: Key | None = None  # the conversation whose model becomes the one that answers
 
 
 class Renderer(Protocol):
@@ -134,14 +141,14 @@ _NOT_FORWARDED = frozenset({"router"})
 
 
 def forward_body(body: dict, model: str, *, default_stream: bool | None = False,
-                 without: frozenset[str] = frozenset()) -> bytes:
-    """The client body for Ollama: ``model`` replaced, ``router`` (and the members in ``without``) removed,
-    everything else kept as sent.
+                 without: frozenset[str] = frozenset(), also: dict[str, Any] | None = None) -> bytes:
+    """The client body for Ollama: ``model`` replaced (and the members in ``also`` set), ``router`` (and the
+    members in ``without``) removed, everything else kept as sent.
 
     An absent ``stream`` becomes ``default_stream``; None leaves it absent (native APIs stream by default,
     embedding APIs have no such field).
     """
-    changes: dict[str, Any] = {"model": model}
+    changes: dict[str, Any] = {"model": model, **(also or {})}
     if default_stream is not None and "stream" not in body:
         changes["stream"] = default_stream
     dropped = _NOT_FORWARDED | without
@@ -159,8 +166,9 @@ def queue_timeout(model: str, wait_ms: int | None) -> HttpError:
 
 class Runner:
     def __init__(self, cfg: Config, table: RoutingTable, scheduler: Scheduler, client: OllamaClient,
-                 snapshot: Snapshot, metrics: Metrics, log: Logger) -> None:
+                 snapshot: Snapshot, metrics: Metrics, log: Logger, sessions: Sessions) -> None:
         self.cfg = cfg
+        self.sessions = sessions
         self.table = table
         self.scheduler = scheduler
         self.client = client
@@ -189,15 +197,34 @@ class Runner:
     def view(self) -> RuntimeView:
         return RuntimeView(self.snapshot.gpu_free_mb, self.scheduler.total_waiting, self.scheduler.states)
 
-    def route(self, body: dict, meta: RouterMeta, *, pinned: str | None = None, explain: bool = False) -> Routed:
-        """Classify the conversation in ``body`` (``messages``, ``tools``) and decide against the live state."""
+    def route(self, body: dict, meta: RouterMeta, *, pinned: str | None = None, explain: bool = False,
+              client: dict | None = None, headers: Mapping[str, str] | None = None) -> Routed:
+        """Classify the conversation in ``body`` (``messages``, ``tools``) and decide against the live state.
+
+        ``client`` is the body as the client sent it, where ``body`` is a door's chat-shaped reading of it: the
+        tools' size, the reply length asked for and a conversation id are read there. ``headers`` may name
+        the conversation too. A conversation keeps the model its last turn ran on while that model can run
+        (``router.sticky``); a pinned request is routed on its own."""
         t0 = time.perf_counter()
+        source = body if client is None else client
         explicit = meta.task_type if meta.task_type not in ("", "auto") else None
         tools = body.get("tools")
-        cls = classify(body.get("messages") or [], tools if isinstance(tools, list) else None, explicit, self.settings)
-        decision = decide(meta, cls.task_type, cls.complexity, self.table, self.view(), pinned=pinned, explain=explain)
+        tools = tools if isinstance(tools, list) else None
+        messages = body.get("messages") or []
+        sticky_on = meta.sticky and pinned is None
+        key = explicit_key(headers or {}, source) if sticky_on else None
+        sticky = self.sessions.model(key)
+        cls = classify(messages, tools, explicit, self.settings, continuing=sticky is not None)
+        if key is None and sticky_on and cls.harness:
+            key = conversation_hash(messages)
+            sticky = self.sessions.model(key)
+            if sticky is not None and cls.mid_loop:  # known after all: the loop works on the user's ask
+                cls = classify(messages, tools, explicit, self.settings, continuing=True)
+        need = context_need(cls.token_estimate, source)
+        decision = decide(meta, cls.task_type, cls.complexity, self.table, self.view(), pinned=pinned, sticky=sticky,
+                          context_tokens=need, explain=explain)
         self.metrics.decision_seconds.observe(time.perf_counter() - t0)
-        return Routed(body, meta, cls, decision, pinned)
+        return Routed(body, meta, cls, decision, pinned, key, sticky, need)
 
     # ---- running for a client -------------------------------------------------------------------
     async def run(self, call: Call, render: Renderer,
@@ -287,6 +314,8 @@ class Runner:
                 continue
             if attempts:
                 self.metrics.failovers.inc(attempts[-1].model, model)
+            if call.session is not None and resp.status < 400:
+                self.sessions.remember(call.session, model)  # the conversation's cache now lives on this model
             attempts.append(Attempt(model, "ok" if resp.status < 400 else f"http_{resp.status}"))
             self.metrics.queue_seconds.observe(slot.queue_ms / 1000, model)
             return Exchange(model, resp, slot, started, attempts)

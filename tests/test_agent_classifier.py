@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from pathlib import Path
 
@@ -78,3 +79,23 @@ def test_in_a_harness_only_an_ask_for_the_tools_is_tool_use(ask, expected):
 def test_without_a_harness_tools_still_mean_tool_use():
     result = classify([{"role": "user", "content": "Summarise the README"}], TOOLS[:2])
     assert result.task_type == "tool_use" and not result.harness
+
+
+# ---- routed with the bundled gex44 profile (bench/agent_routing.py) ---------------------------------------
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("agent_routing", AGENTS.parent.parent.parent / "bench" / "agent_routing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_realistic_agent_mix_spreads_over_the_models(bench):
+    models = sum(bench.mix(bench.runner_for()).values(), Counter())
+    assert len(models) >= 3, models
+    assert models["gpt-oss:20b"] / sum(models.values()) < 0.3, models  # the exclusive model is not the default
+
+
+def test_every_later_turn_of_every_captured_conversation_stays_on_its_first_model(bench):
+    conversations, later, kept = bench.stickiness(bench.runner_for())
+    assert conversations >= 80 and later >= 100 and kept == later
