@@ -64,7 +64,7 @@ async def serve(models: int) -> None:
     app = App(cfg, log=Logger("error"), gpu_backend=sim.gpu_backend())
     port = await app.start("127.0.0.1", 0)
     m = app.metrics
-    state = StatusRoutes(app.cfg, app.scheduler, app.snapshot, app.jobs, m)
+    state = StatusRoutes(app.cfg, app.scheduler, app.snapshot, app.jobs, m, app.sessions)
     for i, name in enumerate(app.table.order):
         for status in ("200", "502"):
             m.requests.inc("standalone", "code_generate", name, "sync", status)

@@ -26,6 +26,7 @@ from .residency import Residency
 from .routing import RoutingTable
 from .runner import Runner
 from .scheduler import Scheduler
+from .sessions import Sessions
 from .snapshot import Snapshot
 from .upstream import OllamaClient
 
@@ -73,10 +74,12 @@ class App:
         gpu = GpuProbe(cfg.gpu, backend=gpu_backend, log=lambda event, fields: log.warning(event, **fields))
         self.snapshot = snapshot = Snapshot(cfg, client, gpu, table, log, hub,
                                             listeners=(scheduler.set_loaded, residency.set_loaded), wake=poll_now)
-        self.runner = runner = Runner(cfg, table, scheduler, client, snapshot, metrics, log, hub)
+        sticky = cfg.router.sticky
+        self.sessions = sessions = Sessions(sticky.max_conversations, sticky.idle_ttl_ms / 1000)
+        self.runner = runner = Runner(cfg, table, scheduler, client, snapshot, metrics, log, hub, sessions)
         self.jobs = job_manager = JobManager(cfg, scheduler, runner, metrics, log, hub)
         self.access = access = AccessControl(cfg, log=log, metrics=metrics)
-        state = status.StatusRoutes(cfg, scheduler, snapshot, job_manager, metrics)
+        state = status.StatusRoutes(cfg, scheduler, snapshot, job_manager, metrics, sessions)
         self.routes = RouteTable(
             state.routes()
             + openai.OpenAIDoor(cfg, runner, job_manager, table).routes()

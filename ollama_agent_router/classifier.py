@@ -4,11 +4,11 @@ Pure and stdlib-only: no model calls, no I/O after import. Three layers, first m
 
 1. ``router.taskType`` given explicitly (any string but ``auto``) is taken verbatim.
 2. Structure rules: a request over ``large_context_tokens`` is ``large_context``; a non-empty ``tools`` array or a
-   tool-calling exchange is ``tool_use``; a last user turn with no words (empty, punctuation, bare URLs) is ``unknown``.
-3. A small softmax (multinomial logistic regression) over sparse binary features of the last user turn, read in
-   the context of the conversation. Keywords match whole words only, so ``debug`` is not ``bug``, ``prefix`` is
-   not ``fix`` and ``explanation`` is not ``plan``. Its weights live in ``classifier_model.json``, trained on
-   ``tests/data/classifier_dev.jsonl`` by ``tools/train_classifier.py``.
+   tool-calling exchange is ``tool_use``, except in a coding agent's request (``harness.read``), where tools are
+   always on offer and only an ask for them or a model mid-loop is; a user turn with no words is ``unknown``.
+3. A small softmax (multinomial logistic regression) over sparse binary features of the user's newest ask, read
+   in the context of the conversation. Keywords match whole words only, so ``debug`` is not ``bug``, ``prefix`` is
+   not ``fix``. Its weights live in ``classifier_model.json``, trained by ``tools/train_classifier.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .config.schema import CORE_TASK_TYPES
+from .harness import Reading, read
 
 TASK_TYPES = CORE_TASK_TYPES
 MEDIUM_TOKENS = 3000  # above this a request is at least medium (original §4.5)
@@ -46,6 +47,8 @@ class Classification(NamedTuple):
     token_estimate: int
     explicit: bool  # came from router.taskType
     signals: tuple[str, ...]  # short reasons, e.g. ("kw:fix", "code:trace")
+    harness: bool = False  # shaped like a coding agent's request: decided by the user's ask alone
+    mid_loop: bool = False  # the newest turn is a tool result
 
 
 # ---- lexicons (whole words, lowercase; English, Spanish, German, Polish, French) ---------------------------------
@@ -145,6 +148,15 @@ _STOPWORDS = frozenset(
 _HEAVY_WORDS = frozenset(
     "architecture architectural architect roadmap microservices multistep architektur arquitectura architektura".split()
 )
+# Asking for the agent's tools (read on harness-shaped requests only, where tools on offer say nothing):
+# a run or search verb with its object. "find" and "list" alone are not enough: "find the bug" is a fix.
+_RUN_VERBS = frozenset("run rerun execute exec launch invoke".split())
+_RUN_OBJECTS = frozenset("""test tests suite pytest jest unittest tox npm yarn pnpm make build lint linter linters
+    command commands script scripts migration migrations benchmark benchmarks git docker cargo mypy ruff ci checks
+    typecheck""".split())
+_SEARCH_VERBS = frozenset("search grep find locate list scan".split())
+_SEARCH_OBJECTS = frozenset("""codebase repo repository project files directory directories folder folders usages usage
+    uses callers occurrences references definitions todo todos everywhere where""".split())
 # Tokens that name a source file next to a dot ("conftest.py" tokenizes to "conftest", "py").
 _FILE_EXTENSIONS = frozenset("py js jsx ts tsx rs java kt rb php cpp hpp cs swift yaml yml toml tf vue".split())
 # Substrings that stack traces and compiler or test-runner output print (Python, JS, Java, Go, Rust, C, npm).
@@ -236,53 +248,6 @@ _FIELDS = struct.Struct(f"<{len(_LABELS)}I")  # unpacks all the 32-bit fields in
 _SIGNAL_NAMES = {f: f.removeprefix("lead:").removeprefix("first:") for f in _WEIGHTS if ":" in f}
 _NAMED = frozenset(_SIGNAL_NAMES)
 _NAMED_WEIGHTS = tuple({f: _WEIGHTS[f][k] for f in _NAMED} for k in range(len(_LABELS)))
-
-
-# ---- text extraction -----------------------------------------------------------------------------------------------
-def _content_text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-        return "\n".join(parts)
-    if isinstance(content, (int, float)):
-        return str(content)
-    return ""  # None, or a shape no client sends: nothing to read
-
-
-class _Conversation(NamedTuple):
-    last_user: str | None  # None: no user turn at all
-    earlier: str  # the user, assistant and tool turns before it, oldest first; system prompts never decide
-    total_chars: int
-    tool_exchange: bool
-
-
-def _read(messages: object) -> _Conversation:
-    texts: list[str] = []
-    roles: list[object] = []
-    calls_seen = tool_exchange = False
-    for m in messages if isinstance(messages, list) else ():
-        if isinstance(m, dict):
-            role = m.get("role")
-            if role == "assistant" and (m.get("tool_calls") or m.get("function_call")):
-                calls_seen = True
-            elif role in ("tool", "function") and calls_seen:
-                tool_exchange = True
-            texts.append(_content_text(m.get("content")))
-            roles.append(role)
-    last = len(roles) - 1 - roles[::-1].index("user") if "user" in roles else -1
-    earlier = [texts[i] for i in range(max(last, 0)) if roles[i] not in ("system", "developer")]
-    return _Conversation(
-        last_user=texts[last] if last >= 0 else None,
-        earlier="\n".join(earlier),
-        total_chars=sum(map(len, texts)) + max(len(texts) - 1, 0),
-        tool_exchange=tool_exchange,
-    )
 
 
 # ---- features ------------------------------------------------------------------------------------------------------
@@ -377,11 +342,11 @@ def _asks_heavy(text: str | None) -> bool:
     return _is_heavy(prose, set(_tokens(prose)))
 
 
-def _context_features(conversation: _Conversation) -> set[str]:
+def _context_features(reading: Reading) -> set[str]:
     features: set[str] = set()
-    if conversation.earlier:
-        # Only the recent past: the turn right before usually says what "it" and "that" refer to.
-        recent = conversation.earlier[-1500:].lower()
+    if reading.earlier:
+        # Only the recent past (harness.CONTEXT_CHARS): the turn right before usually says what "it" refers to.
+        recent = reading.earlier.lower()
         words = set(_tokens(recent))
         features.add("ctx:turns")
         features.update(_concepts(words, _CONTEXT_LEXICON))
@@ -394,10 +359,23 @@ def extract_features(messages: object) -> frozenset[str] | None:
 
     The trainer learns from exactly what classify() would score.
     """
-    conversation = _read(messages)
-    if _no_words(conversation.last_user):
+    reading = read(messages)
+    if reading.ask is None or _no_words(reading.ask):
         return None
-    return frozenset(_turn_features(conversation.last_user) | _context_features(conversation))
+    return frozenset(_turn_features(reading.ask) | _context_features(reading))
+
+
+def _asks_for_tools(ask: str) -> bool:
+    """The ask needs the agent's tools: a run or search verb, before any other intent word, with its object
+    ("run the tests", "search the codebase for ...", "find where X is defined")."""
+    tokens = _tokens(_ends(ask.lower()))[:60]
+    for position, token in enumerate(tokens[:12]):
+        if token in _FIRST_INTENT:
+            return False
+        objects = _RUN_OBJECTS if token in _RUN_VERBS else _SEARCH_OBJECTS if token in _SEARCH_VERBS else None
+        if objects is not None:
+            return not objects.isdisjoint(tokens[position + 1:])
+    return False
 
 
 # ---- decision ------------------------------------------------------------------------------------------------------
@@ -441,14 +419,26 @@ def _no_words(text: str | None) -> str | None:
     return None
 
 
-def _content_decision(conversation: _Conversation) -> tuple[str, float, tuple[str, ...], bool]:
-    text = conversation.last_user
-    reason = _no_words(text)
-    if reason:
-        return "unknown", 0.95, (reason,), False
-    features = _turn_features(text)
-    task_type, confidence, signals = _score(features | _context_features(conversation))
+def _content_decision(ask: str | None, reading: Reading) -> tuple[str, float, tuple[str, ...], bool]:
+    reason = _no_words(ask)
+    if reason or ask is None:
+        return "unknown", 0.95, (reason or "no-user-turn",), False
+    features = _turn_features(ask)
+    task_type, confidence, signals = _score(features | _context_features(reading))
     return task_type, confidence, signals, "shape:heavy" in features
+
+
+def _agent_decision(reading: Reading, continuing: bool) -> tuple[str, float, tuple[str, ...], bool]:
+    """A harness-shaped request is decided by the user's ask alone (docs/classifier.md, "Agent requests").
+
+    Tools on offer say nothing: ``tool_use`` is an ask that needs them, or a model mid-loop in a conversation
+    not classified before (``continuing`` False: no sticky session knows it)."""
+    if reading.mid_loop and not continuing:
+        return "tool_use", 0.9, ("harness", "mid-loop"), _asks_heavy(reading.ask)
+    if reading.ask is not None and not _no_words(reading.ask) and _asks_for_tools(reading.ask):
+        return "tool_use", 0.9, ("harness", "asks-for-tools"), _asks_heavy(reading.ask)
+    task_type, confidence, signals, heavy = _content_decision(reading.ask, reading)
+    return task_type, confidence, ("harness",) + signals, heavy
 
 
 def classify(
@@ -456,45 +446,38 @@ def classify(
     tools: list | None = None,
     explicit_task_type: str | None = None,
     settings: ClassifierSettings = ClassifierSettings(),
+    *,
+    continuing: bool = False,
 ) -> Classification:
-    conversation = _read(messages)
-    tokens = math.ceil(conversation.total_chars / 4)
-    large = tokens > settings.large_context_tokens
-    tool_use = (isinstance(tools, list) and len(tools) > 0) or conversation.tool_exchange
+    """``continuing``: the conversation was classified before (a sticky session knows it), so a model mid-loop
+    is still working on the user's ask rather than on an unknown tool task."""
+    reading = read(messages, tools)
+    tokens = math.ceil(reading.total_chars / 4)
+    # A harness's system prompt is the same for every task: its requests are sized by the conversation alone.
+    task_tokens = math.ceil((reading.total_chars - reading.system_chars) / 4) if reading.harness else tokens
+    large = task_tokens > settings.large_context_tokens
+    tool_use = (isinstance(tools, list) and len(tools) > 0) or reading.tool_exchange
 
-    if isinstance(explicit_task_type, str) and explicit_task_type and explicit_task_type != "auto":
-        return Classification(
-            task_type=explicit_task_type,
-            complexity="heavy" if explicit_task_type in _HEAVY_TYPES else "medium",
-            confidence=1.0,
-            requires_large_context=large or explicit_task_type == "large_context",
-            requires_tool_use=tool_use or explicit_task_type == "tool_use",
-            token_estimate=tokens,
-            explicit=True,
-            signals=("explicit",),
-        )
-
-    heavy_marker = False
-    if large:
-        task_type, confidence, signals = "large_context", 0.99, (f"tokens>{settings.large_context_tokens}",)
-    elif tool_use:
-        task_type, confidence = "tool_use", 0.99
-        signals = ("tools[]",) if isinstance(tools, list) and tools else ("tool-exchange",)
-        heavy_marker = _asks_heavy(conversation.last_user)
+    explicit = isinstance(explicit_task_type, str) and explicit_task_type not in ("", "auto")
+    if explicit:
+        task_type, confidence, signals = str(explicit_task_type), 1.0, ("explicit",)
+        complexity = "heavy" if task_type in _HEAVY_TYPES else "medium"
+        large, tool_use = large or task_type == "large_context", tool_use or task_type == "tool_use"
     else:
-        task_type, confidence, signals, heavy_marker = _content_decision(conversation)
-
-    if confidence < settings.min_confidence:
-        signals = signals + (f"low-confidence->{settings.default_task_type}",)
-        task_type = settings.default_task_type
-
-    return Classification(
-        task_type=task_type,
-        complexity=_complexity(task_type, tokens, heavy_marker, settings),
-        confidence=round(confidence, 4),
-        requires_large_context=large,
-        requires_tool_use=tool_use,
-        token_estimate=tokens,
-        explicit=False,
-        signals=signals,
-    )
+        heavy_marker = False
+        if large:
+            task_type, confidence, signals = "large_context", 0.99, (f"tokens>{settings.large_context_tokens}",)
+        elif reading.harness:
+            task_type, confidence, signals, heavy_marker = _agent_decision(reading, continuing)
+        elif tool_use:
+            task_type, confidence = "tool_use", 0.99
+            signals = ("tools[]",) if isinstance(tools, list) and tools else ("tool-exchange",)
+            heavy_marker = _asks_heavy(reading.ask)
+        else:
+            task_type, confidence, signals, heavy_marker = _content_decision(reading.ask, reading)
+        if confidence < settings.min_confidence:
+            signals = signals + (f"low-confidence->{settings.default_task_type}",)
+            task_type = settings.default_task_type
+        complexity = _complexity(task_type, task_tokens, heavy_marker, settings)
+    return Classification(task_type, complexity, round(confidence, 4), large, tool_use, tokens, explicit, signals,
+                          reading.harness, reading.mid_loop)

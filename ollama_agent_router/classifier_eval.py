@@ -2,7 +2,10 @@
 
     python -m ollama_agent_router.classifier_eval tests/data/classifier_dev.jsonl [MORE.jsonl ...]
 
-Each line holds ``{"label": ..., "body": {"model": "auto", "messages": [...], "tools": [...]}}``. The report gives
+Each line holds ``{"label": ..., "body": {"model": "auto", "messages": [...], "tools": [...]}}``. A line of the
+agent sets (tests/data/agents/) also says the door it came in by (``"path": "/v1/messages"`` or
+``"/v1/responses"``), and its body is read the way that door reads it; the parts the set stores once are in
+``harness.json`` beside the file, referenced as ``{"$ref": key}``. The report gives
 accuracy, per-label precision, recall and F1, the confusion matrix (rows: true label, columns: predicted), the
 median and p99 time of one classification, and the misclassified cases with the signals that decided them.
 """
@@ -16,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .api import anthropic, responses
 from .classifier import TASK_TYPES, Classification, classify
 
 TYPICAL_TOKENS = 512  # about 2 KB of text: the size the latency target is about
@@ -26,6 +30,10 @@ _TIMING_CALLS = 5  # per case, back to back; the fastest counts
 class Case:
     label: str
     body: dict
+    path: str = "/v1/chat/completions"  # the door the body came in by
+    id: str = ""
+    headers: dict | None = None
+    turn: str = "ask"  # agent sets: ask (the newest turn is the user's) or loop (it is a tool result)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class Report:
     per_label: dict[str, LabelScore]
     confusion: dict[tuple[str, str], int]  # (true, predicted) -> count
     mistakes: tuple[Mistake, ...]
+    asks: int  # cases whose newest turn is the user's
+    asks_correct: int
     median_us: float
     p99_us: float
     typical_median_us: float
@@ -60,20 +70,40 @@ class Report:
         return self.correct / self.total if self.total else 0.0
 
 
+def resolve(value: object, parts: dict) -> object:
+    """``value`` with every ``{"$ref": key}`` replaced by ``parts[key]``."""
+    if isinstance(value, dict):
+        if set(value) == {"$ref"}:
+            return parts[value["$ref"]]
+        return {k: resolve(v, parts) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, parts) for v in value]
+    return value
+
+
 def load_cases(path: str | Path) -> list[Case]:
+    shared = Path(path).with_name("harness.json")
+    parts = json.loads(shared.read_text(encoding="utf-8")) if shared.exists() else {}
     cases = []
     with open(path, encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 raw = json.loads(line)
-                cases.append(Case(label=raw["label"], body=raw["body"]))
+                cases.append(Case(label=raw["label"], body=resolve(raw["body"], parts),
+                                  path=raw.get("path", Case.path).split("?")[0], id=raw.get("id", ""),
+                                  headers=raw.get("headers"), turn=raw.get("turn", "ask")))
     return cases
 
 
-def request_args(body: dict) -> tuple[object, object, object]:
-    """The classify() arguments a chat-completions body carries: messages, tools and router.taskType."""
+def request_args(body: dict, path: str = Case.path) -> tuple[object, object, object]:
+    """The classify() arguments a body carries, read as its door reads it: messages, tools, router.taskType."""
     router = body.get("router")
-    return body.get("messages"), body.get("tools"), router.get("taskType") if isinstance(router, dict) else None
+    explicit = router.get("taskType") if isinstance(router, dict) else None
+    if path == "/v1/messages":
+        body = anthropic.classifier_input(body)
+    elif path == "/v1/responses":
+        body = responses.classifier_input(body)
+    return body.get("messages"), body.get("tools"), explicit
 
 
 def _timed(args: tuple) -> tuple[Classification, float]:
@@ -106,7 +136,7 @@ def evaluate(cases: list[Case]) -> Report:
     mistakes = []
     timings, typical = [], []
     for case in cases:
-        result, micros = _timed(request_args(case.body))
+        result, micros = _timed(request_args(case.body, case.path))
         timings.append(micros)
         if result.token_estimate <= TYPICAL_TOKENS:
             typical.append(micros)
@@ -129,6 +159,8 @@ def evaluate(cases: list[Case]) -> Report:
         per_label=per_label,
         confusion=confusion,
         mistakes=tuple(mistakes),
+        asks=sum(c.turn == "ask" for c in cases),
+        asks_correct=sum(c.turn == "ask" for c in cases) - sum(m.case.turn == "ask" for m in mistakes),
         median_us=_median(timings),
         p99_us=_p99(timings),
         typical_median_us=_median(typical),
@@ -136,8 +168,10 @@ def evaluate(cases: list[Case]) -> Report:
     )
 
 
-def _last_user_text(body: dict) -> str:
-    messages = body.get("messages")
+def _last_user_text(case: Case) -> str:
+    if case.id:
+        return case.id
+    messages = case.body.get("messages")
     for message in reversed(messages if isinstance(messages, list) else []):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
@@ -147,6 +181,9 @@ def _last_user_text(body: dict) -> str:
 
 def format_report(report: Report, max_mistakes: int = 30) -> str:
     lines = [f"cases {report.total}, accuracy {report.accuracy:.3f} ({report.correct}/{report.total})", ""]
+    if report.asks < report.total:  # an agent set: the user's own turns apart from the model's tool loop
+        lines[-1:-1] = [f"newest turn the user's: {report.asks_correct}/{report.asks}; "
+                        f"mid-loop: {report.correct - report.asks_correct}/{report.total - report.asks}"]
     lines.append(f"{'label':<18} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}")
     for label in report.labels:
         s = report.per_label[label]
@@ -168,7 +205,7 @@ def format_report(report: Report, max_mistakes: int = 30) -> str:
     if report.mistakes:
         lines += ["", f"mistakes ({len(report.mistakes)}, first {min(max_mistakes, len(report.mistakes))})"]
         for m in report.mistakes[:max_mistakes]:
-            text = " ".join(_last_user_text(m.case.body).split())[:90]
+            text = " ".join(_last_user_text(m.case).split())[:90]
             lines.append(f"  {m.case.label} -> {m.predicted.task_type} {list(m.predicted.signals)}: {text}")
     return "\n".join(lines)
 

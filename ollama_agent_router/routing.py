@@ -4,6 +4,8 @@ Follows the original's engine (spec §5): candidates (preferred, route, purpose/
 blocks (gpu_only, busy), the additive score, and the sync/async/reject order — with its bugs fixed:
 a model outside the route list gets no route bonus, the async paths never pick a gpu_only model, and a
 model that is not loaded is gpu_only only when it would not fit even after Ollama unloaded the loaded ones.
+Beyond it: a model whose ``maxContext`` cannot hold the prompt is blocked (``context``), and a conversation's
+own model (``sticky``) is kept while it can run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Mapping, NamedTuple
 
-from .config.schema import PRIORITIES, Config, ModelSpec
+from .config.schema import PRIORITIES, Config, ModelSpec, is_embedding_model
 from .errors import HttpError
 from .eviction import required_mb
 from .jsonutil import to_fixed1
@@ -35,6 +37,7 @@ class RouterMeta(NamedTuple):
     explain: bool = False
     max_queue_time_explicit: bool = False
     wait_when_busy: bool = False  # a plain client queues behind a busy model, as at Ollama, instead of a 503
+    sticky: bool = True  # keep the conversation on its model (router.sticky; sessions.py)
 
     @property
     def can_go_async(self) -> bool:
@@ -71,7 +74,7 @@ class RuntimeView(NamedTuple):
 class Candidate(NamedTuple):
     name: str
     score: float = 0.0
-    blocked: str | None = None  # gpu_only | busy | cooldown
+    blocked: str | None = None  # context | gpu_only | busy | cooldown
     components: tuple[tuple[str, float], ...] = ()
 
 
@@ -86,6 +89,7 @@ class Decision:
     blocked: tuple[Candidate, ...]
     heavy_load: bool = False
     status: int = 200
+    sticky: bool = False  # the model is the conversation's own, kept from its earlier turns
 
     def failover_order(self) -> list[str]:
         """Models to try after the selected one, best first."""
@@ -106,11 +110,13 @@ class _ModelFacts:
     max_concurrent: int
     low_cost: bool
     high_cost: bool
+    max_context: int
 
     @classmethod
     def of(cls, m: ModelSpec, required_mb: float) -> "_ModelFacts":
         return cls(m.name, m.priority, frozenset(m.purpose), frozenset(m.tags), required_mb, m.exclusive,
-                   m.allow_when_busy, m.max_concurrent, m.cost_class == "low", m.cost_class == "high")
+                   m.allow_when_busy, m.max_concurrent, m.cost_class == "low", m.cost_class == "high",
+                   m.max_context)
 
 
 class _Fixed(NamedTuple):
@@ -144,6 +150,8 @@ class RoutingTable:
         self.size_mb = {m.name: m.size_gb * 1024 for m in cfg.models}
         self.facts = {m.name: _ModelFacts.of(m, self.required_mb[m.name]) for m in cfg.models}
         self.task_types = frozenset(cfg.routes) | frozenset(t for m in cfg.models for t in m.purpose)
+        # The models that complete text, smallest first: where a prompt goes that its task's models cannot hold.
+        self.by_size = tuple(m.name for m in sorted(cfg.models, key=lambda m: m.size_gb) if not is_embedding_model(m))
         # Any task type the config never names scores and selects like every other such type, so the
         # caches below stay bounded by the config whatever task types clients send.
         self._named_types = frozenset(cfg.routes) | frozenset(self.by_purpose)
@@ -168,6 +176,12 @@ class RoutingTable:
         if ":" not in name and f"{name}:latest" in self.models:
             return f"{name}:latest"
         return None
+
+    def holding(self, tokens: int, meta: RouterMeta, exclude: tuple[str, ...]) -> tuple[str, ...]:
+        """The models that can hold ``tokens`` of context, smallest first, except ``exclude`` and the forbidden."""
+        forbidden = {self.resolve(n) or n for n in meta.forbidden_models}
+        return tuple(n for n in self.by_size if self.models[n].max_context >= tokens
+                     and n not in exclude and n not in forbidden)
 
     def route_positions(self, task_type: str) -> dict[str, int]:
         if task_type in self.route_index:
@@ -262,6 +276,9 @@ def normalize_meta(raw: Any, cfg: Config, *, lenient: bool = False, prefer_async
     explain = raw.get("explain", False)
     if not isinstance(explain, bool):
         raise _bad("router.explain must be a boolean")
+    sticky = raw.get("sticky", cfg.router.sticky.enabled)
+    if not isinstance(sticky, bool):
+        raise _bad("router.sticky must be a boolean")
     return RouterMeta(
         mode=mode,
         allow_async=allow_async,
@@ -275,12 +292,14 @@ def normalize_meta(raw: Any, cfg: Config, *, lenient: bool = False, prefer_async
         explain=explain,
         max_queue_time_explicit=max_queue is not None,
         wait_when_busy=plain and not allow_async,
+        sticky=sticky,
     )
 
 
 def candidate_names(meta: RouterMeta, task_type: str, table: RoutingTable,
                     pinned: str | None = None) -> tuple[str, ...]:
-    """Preferred models, then the route list, then purpose/tag matches; unknown and forbidden removed."""
+    """The pinned (or sticky) model, preferred models, then the route list, then purpose/tag matches; unknown
+    and forbidden removed."""
     if pinned is None and not meta.preferred_models and not meta.forbidden_models:
         return table.base_candidates(task_type)
     ordered: dict[str, None] = {}
@@ -307,6 +326,7 @@ class _Request(NamedTuple):
     gpu_only: bool
     no_gpu: bool
     explain: bool
+    context_tokens: int  # the prompt estimate plus the output reserved for it
 
 
 def _fixed_parts(m: _ModelFacts, task_type: str, idx: int | None, complexity: str) -> _Fixed:
@@ -321,11 +341,30 @@ def _fixed_parts(m: _ModelFacts, task_type: str, idx: int | None, complexity: st
     return _Fixed(100 + route + m.priority + purpose + tag, route, purpose, tag, cost)
 
 
+def _request(meta: RouterMeta, preferred: Mapping[str, int], table: RoutingTable, view: RuntimeView, explain: bool,
+             context_tokens: int) -> _Request:
+    vram_total = table.cfg.gpu.vram_total_mb
+    free = view.gpu_free_mb if view.gpu_free_mb is not None else vram_total
+    return _Request(
+        preferred=preferred,
+        free_mb=free,
+        room_mb=free + table.loaded_mb(view.models) if meta.require_gpu_only and view.gpu_free_mb is not None
+        else free,
+        gpu_only=meta.require_gpu_only,
+        no_gpu=view.gpu_free_mb is None and vram_total <= 0,
+        explain=explain or meta.explain,
+        context_tokens=context_tokens,
+    )
+
+
 def _evaluate(m: _ModelFacts, f: _Fixed, state: ModelState, r: _Request) -> Candidate:
-    """Blocks (spec §5.4: gpu_only, busy; then our cooldown) and the additive score of §5.5, in one pass."""
+    """Blocks (ours first: context; spec §5.4: gpu_only, busy; then our cooldown) and the additive score of
+    §5.5, in one pass."""
     running = state.running
     blocked = None
-    if r.gpu_only and (
+    if r.context_tokens > m.max_context:
+        blocked = "context"
+    elif r.gpu_only and (
         r.no_gpu
         or ("cpu" in state.processor and "100% gpu" not in state.processor)
         or (not state.loaded and m.required_mb > r.room_mb)
@@ -362,43 +401,39 @@ def score_text(value: float) -> str:
 
 
 def decide(meta: RouterMeta, task_type: str, complexity: str, table: RoutingTable, view: RuntimeView,
-           *, pinned: str | None = None, explain: bool = False) -> Decision:
-    """Spec §5.6 in order: reject / async / sync, with the original's async-path bugs fixed."""
-    names = candidate_names(meta, task_type, table, pinned)
+           *, pinned: str | None = None, sticky: str | None = None, context_tokens: int = 0,
+           explain: bool = False) -> Decision:
+    """Spec §5.6 in order: reject / async / sync, with the original's async-path bugs fixed. ``pinned`` (the
+    client named it) and ``sticky`` (the conversation's model) are chosen whenever they can run, the pin first.
+    ``context_tokens`` blocks every model whose ``maxContext`` is smaller; when that blocks all the task's
+    candidates, the smallest models that hold the request are tried (an agent's summary has a 20k prompt)."""
+    first = pinned if pinned is not None else sticky
+    names = candidate_names(meta, task_type, table, first)
     if not names:
         return Decision("reject", None, "No configured model can satisfy this request", 0.0, (), (), (), status=503)
     preferred_index = table.preferred_index(meta) if meta.preferred_models else {}
-    vram_total = table.cfg.gpu.vram_total_mb
-    free = view.gpu_free_mb if view.gpu_free_mb is not None else vram_total
-    r = _Request(
-        preferred=preferred_index,
-        free_mb=free,
-        room_mb=free + table.loaded_mb(view.models) if meta.require_gpu_only and view.gpu_free_mb is not None
-        else free,
-        gpu_only=meta.require_gpu_only,
-        no_gpu=view.gpu_free_mb is None and vram_total <= 0,
-        explain=explain or meta.explain,
-    )
-    available: list[Candidate] = []
-    blocked: list[Candidate] = []
-    states = view.models
-    facts = table.facts
+    r = _request(meta, preferred_index, table, view, explain, context_tokens)
     fixed = table.fixed_parts(task_type, complexity)
-    for name in names:
-        c = _evaluate(facts[name], fixed[name], states.get(name, IDLE), r)
-        (available if c.blocked is None else blocked).append(c)
+    available, blocked = _evaluate_all(names, table, fixed, view, r)
     # Stable sort (reverse=True keeps it stable): ties keep candidate order (preferred, route, purpose).
     available.sort(key=_SCORE, reverse=True)
-    if pinned is not None:
-        # A pinned model is chosen whenever it can run; the others stay as failover targets.
-        available.sort(key=lambda c: c.name != pinned)
+    if first is not None:
+        available.sort(key=lambda c: c.name != first)
+    holding: tuple[str, ...] = ()
+    if not available and pinned is None and any(c.blocked == "context" for c in blocked):
+        holding = table.holding(context_tokens, meta, names)
+        available, more = _evaluate_all(holding, table, fixed, view, r)  # smallest first, whatever the score
+        blocked += more
+        names += holding
     ranked = tuple(available)
     blocked_t = tuple(blocked)
     top = ranked[0] if ranked else None
     busy = [c for c in blocked if c.blocked == "busy"]
+    kept = sticky if pinned is None else None
 
     def make(action: str, c: Candidate | None, reason: str, heavy: bool = False) -> Decision:
-        return Decision(action, c.name if c else None, reason, c.score if c else 0.0, names, ranked, blocked_t, heavy)
+        return Decision(action, c.name if c else None, reason, c.score if c else 0.0, names, ranked, blocked_t, heavy,
+                        sticky=c is not None and c.name == kept)
 
     if meta.mode == "async":
         target = top or (busy[0] if busy else None)
@@ -406,7 +441,7 @@ def decide(meta: RouterMeta, task_type: str, complexity: str, table: RoutingTabl
             return make("async", target, "Request explicitly requested async mode")
     else:
         heavy = _heavy_load(table, view)
-        preferred_busy = _preferred_busy(busy, names, set(preferred_index) | ({pinned} if pinned else set()))
+        preferred_busy = _preferred_busy(busy, names, set(preferred_index) | ({first} if first else set()))
         if meta.can_go_async and (heavy or preferred_busy is not None):
             target = preferred_busy or top
             if target is not None:
@@ -414,13 +449,49 @@ def decide(meta: RouterMeta, task_type: str, complexity: str, table: RoutingTabl
                           else "Heavy load detected")
                 return make("async", target, reason, heavy)
         if top is not None:
-            return make("sync", top, f"Selected {top.name} for {task_type} with score {score_text(top.score)}", heavy)
+            return make("sync", top, _selected(top, task_type, kept, context_tokens if holding else 0), heavy)
         if busy and meta.can_go_async:
             return make("async", busy[0], "Selected model is busy; accepted for async processing", heavy)
         if busy and meta.wait_when_busy:
             return make("sync", busy[0], f"Every candidate is busy; waiting in {busy[0].name}'s queue", heavy)
-    reason = "; ".join(f"{c.name}: {c.blocked}" for c in blocked) or "No model available"
+    reason = "; ".join(_block_summary(c, table.facts[c.name], context_tokens) for c in blocked) or "No model available"
+    if any(c.blocked == "context" for c in blocked) and not table.holding(context_tokens, meta, ()):
+        largest = max((table.facts[n] for n in table.by_size), key=lambda m: m.max_context)
+        reason += f"; no configured model holds it (the largest, {largest.name}, holds {largest.max_context:,})"
     return Decision("reject", None, reason, 0.0, names, ranked, blocked_t, status=503)
+
+
+def _evaluate_all(names: tuple[str, ...], table: RoutingTable, fixed: dict[str, _Fixed], view: RuntimeView,
+                  r: _Request) -> tuple[list[Candidate], list[Candidate]]:
+    """(available, blocked), each in ``names`` order."""
+    available: list[Candidate] = []
+    blocked: list[Candidate] = []
+    states = view.models
+    facts = table.facts
+    for name in names:
+        c = _evaluate(facts[name], fixed[name], states.get(name, IDLE), r)
+        (available if c.blocked is None else blocked).append(c)
+    return available, blocked
+
+
+def _selected(top: Candidate, task_type: str, sticky: str | None, holding: int) -> str:
+    """The reason for a sync choice; ``holding``: the tokens no candidate of the task could hold (0: none)."""
+    if top.name == sticky:
+        return f"Kept {top.name}, the conversation's model, for {task_type} (score {score_text(top.score)})"
+    if holding:
+        reason = (f"No {task_type} candidate holds ~{holding:,} tokens; selected {top.name}, the smallest model "
+                  "that does")
+    else:
+        reason = f"Selected {top.name} for {task_type} with score {score_text(top.score)}"
+    return reason if sticky is None else f"{reason}; the conversation's model {sticky} cannot take it now"
+
+
+def context_reason(need: int, max_context: int) -> str:
+    return f"context: needs ~{need:,} tokens, model holds {max_context:,}"
+
+
+def _block_summary(c: Candidate, m: _ModelFacts, context_tokens: int) -> str:
+    return f"{c.name}: " + (context_reason(context_tokens, m.max_context) if c.blocked == "context" else str(c.blocked))
 
 
 def _heavy_load(table: RoutingTable, view: RuntimeView) -> bool:

@@ -11,7 +11,8 @@ goes back in its wire format). The runner does the rest, once for all of them:
 - the reply: one JSON body, or a relay of SSE/NDJSON events as they arrive;
 - metrics and the access log's fields.
 
-``route`` is the step before: classify the request and decide against the live snapshot.
+``route`` is the step before: classify the request and decide against the live snapshot, keeping an agent
+conversation on its model (``sessions``) and off models too small for it (``fit``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 from .classifier import Classification, ClassifierSettings, classify
 from .config.schema import Config
 from .errors import HttpError
 from .events import DecisionEvent, EventHub
 from .failover import Cooldowns, after_attempt
+from .fit import context_need
 from .http.server import Response, StreamResponse
 from .jsonutil import JsonObject, dumps, splice_members, usage_figures
 from .log import Logger
@@ -33,6 +35,7 @@ from .metrics import Metrics
 from .relay import StreamFormat, StreamStats, relay
 from .routing import Decision, RouterMeta, RoutingTable, RuntimeView, decide
 from .scheduler import Scheduler, Slot, WaitTimeout, acquire
+from .sessions import Key, Sessions, conversation_hash, explicit_key
 from .snapshot import Snapshot
 from .upstream import (
     OllamaClient,
@@ -93,6 +96,7 @@ class DecisionRecord(NamedTuple):
     pinned: str | None
     view: RuntimeView
     meta: RouterMeta  # the request's routing options (models it forbade, ...): no text of the request
+    context_tokens: int = 0  # the context it needed (fit.context_need)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,9 @@ class Routed:
     decision: Decision
     pinned: str | None = None
     record: DecisionRecord | None = None  # kept when asked to explain, or while the live feed is watched
+    session: Key | None = None  # the conversation it belongs to (sticky routing)
+    sticky: str | None = None  # that conversation's model when it was routed
+    context_tokens: int = 0  # the context it needs (fit.context_need)
 
     def models(self) -> list[str]:
         """The chosen model, then the failover order."""
@@ -132,6 +139,7 @@ class Call:
     log: dict[str, Any] = field(default_factory=dict)  # the access log line's fields
     reason: str = ""  # why this model: the decision's short reason, for the live feed
     record: DecisionRecord | None = None  # the decision's explanation inputs, for the live feed
+    session: Key | None = None  # the conversation whose model becomes the one that answers
 
 
 class Renderer(Protocol):
@@ -150,14 +158,14 @@ _NOT_FORWARDED = frozenset({"router"})
 
 
 def forward_body(body: dict, model: str, *, default_stream: bool | None = False,
-                 without: frozenset[str] = frozenset()) -> bytes:
-    """The client body for Ollama: ``model`` replaced, ``router`` (and the members in ``without``) removed,
-    everything else kept as sent.
+                 without: frozenset[str] = frozenset(), also: dict[str, Any] | None = None) -> bytes:
+    """The client body for Ollama: ``model`` replaced (and the members in ``also`` set), ``router`` (and the
+    members in ``without``) removed, everything else kept as sent.
 
     An absent ``stream`` becomes ``default_stream``; None leaves it absent (native APIs stream by default,
     embedding APIs have no such field).
     """
-    changes: dict[str, Any] = {"model": model}
+    changes: dict[str, Any] = {"model": model, **(also or {})}
     if default_stream is not None and "stream" not in body:
         changes["stream"] = default_stream
     dropped = _NOT_FORWARDED | without
@@ -175,9 +183,10 @@ def queue_timeout(model: str, wait_ms: int | None) -> HttpError:
 
 class Runner:
     def __init__(self, cfg: Config, table: RoutingTable, scheduler: Scheduler, client: OllamaClient,
-                 snapshot: Snapshot, metrics: Metrics, log: Logger, events: EventHub) -> None:
+                 snapshot: Snapshot, metrics: Metrics, log: Logger, events: EventHub, sessions: Sessions) -> None:
         self.cfg = cfg
         self.events = events
+        self.sessions = sessions
         self.table = table
         self.scheduler = scheduler
         self.client = client
@@ -206,18 +215,44 @@ class Runner:
     def view(self) -> RuntimeView:
         return RuntimeView(self.snapshot.gpu_free_mb, self.scheduler.total_waiting, self.scheduler.states)
 
-    def route(self, body: dict, meta: RouterMeta, *, pinned: str | None = None, explain: bool = False) -> Routed:
-        """Classify the conversation in ``body`` (``messages``, ``tools``) and decide against the live state."""
+    def route(self, body: dict, meta: RouterMeta, *, pinned: str | None = None, explain: bool = False,
+              client: dict | None = None, headers: Mapping[str, str] | None = None) -> Routed:
+        """Classify the conversation in ``body`` (``messages``, ``tools``) and decide against the live state.
+
+        ``client`` is the body as the client sent it, where ``body`` is a door's chat-shaped reading of it: the
+        tools' size, the reply length asked for and a conversation id are read there. ``headers`` may name
+        the conversation too. A conversation keeps the model its last turn ran on while that model can run
+        (``router.sticky``); a pinned request is routed on its own."""
         t0 = time.perf_counter()
+        source = body if client is None else client
         explicit = meta.task_type if meta.task_type not in ("", "auto") else None
         tools = body.get("tools")
-        cls = classify(body.get("messages") or [], tools if isinstance(tools, list) else None, explicit, self.settings)
+        tools = tools if isinstance(tools, list) else None
+        key, sticky, cls = self._classify(body.get("messages") or [], tools, explicit, meta, pinned, headers, source)
+        need = context_need(cls.token_estimate, source)
         keep = explain or bool(self.events.subscribers)  # a watched feed can explain each decision later
         view = self.view()
-        decision = decide(meta, cls.task_type, cls.complexity, self.table, view, pinned=pinned, explain=keep)
+        decision = decide(meta, cls.task_type, cls.complexity, self.table, view, pinned=pinned, sticky=sticky,
+                          context_tokens=need, explain=keep)
         self.metrics.decision_seconds.observe(time.perf_counter() - t0)
-        record = DecisionRecord(cls, decision, pinned, view._replace(models=dict(view.models)), meta) if keep else None
-        return Routed(body, meta, cls, decision, pinned, record)
+        record = DecisionRecord(cls, decision, pinned, view._replace(models=dict(view.models)), meta, need) if keep else None
+        return Routed(body, meta, cls, decision, pinned, record, key, sticky, need)
+
+    def _classify(self, messages: list, tools: list | None, explicit: str | None, meta: RouterMeta,
+                  pinned: str | None, headers: Mapping[str, str] | None,
+                  source: dict) -> tuple[Key | None, str | None, Classification]:
+        """The conversation's key and model (sticky routing), and the classification: a turn of a conversation
+        already routed continues its task, so a mid-loop turn is not taken for a new tool-use task."""
+        sticky_on = meta.sticky and pinned is None
+        key = explicit_key(headers or {}, source) if sticky_on else None
+        sticky = self.sessions.model(key)
+        cls = classify(messages, tools, explicit, self.settings, continuing=sticky is not None)
+        if key is None and sticky_on and cls.harness:
+            key = conversation_hash(messages)
+            sticky = self.sessions.model(key)
+            if sticky is not None and cls.mid_loop:  # known after all: the loop works on the user's ask
+                cls = classify(messages, tools, explicit, self.settings, continuing=True)
+        return key, sticky, cls
 
     # ---- running for a client -------------------------------------------------------------------
     async def run(self, call: Call, render: Renderer,
@@ -315,6 +350,8 @@ class Runner:
                 continue
             if attempts:
                 self.metrics.failovers.inc(attempts[-1].model, model)
+            if call.session is not None and resp.status < 400:
+                self.sessions.remember(call.session, model)  # the conversation's cache now lives on this model
             attempts.append(Attempt(model, "ok" if resp.status < 400 else f"http_{resp.status}"))
             self.metrics.queue_seconds.observe(slot.queue_ms / 1000, model)
             return Exchange(model, resp, slot, started, attempts)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from bounds_support import LoopWatch
-from conftest import VIBE, chat_body
+from conftest import TEST_CONFIG, VIBE, chat_body
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +36,9 @@ def test_a_wide_body_is_refused_and_the_loop_keeps_running(stack_factory, path):
 
 
 def test_a_long_conversation_under_the_bound_is_served(stack_factory):
-    stack = stack_factory({"server": {"requestBodyLimit": "8mb"}})
+    # Models that hold the whole conversation (~68k tokens), so the context check lets it through.
+    models = [dict(m, maxContext=1_000_000) for m in TEST_CONFIG["models"]]
+    stack = stack_factory({"server": {"requestBodyLimit": "8mb"}, "models": models})
     body = chat_body("hello")
     body["messages"] = [{"role": "user", "content": f"message {i}"} for i in range(20_000)] + body["messages"]
     watch = LoopWatch()

@@ -201,11 +201,20 @@ def test_heavy_wording_makes_tool_use_heavy():
 
 
 def test_large_context_counts_every_message_and_wins_over_tools():
-    messages = [{"role": "system", "content": "x" * 30_000}, {"role": "assistant", "content": "y" * 18_000}]
+    messages = [{"role": "system", "content": "x" * 1_000}, {"role": "assistant", "content": "y" * 47_000}]
     messages.append({"role": "user", "content": "hi"})
     result = classify(messages, tools=[TOOL])
     assert result.task_type == "large_context" and result.requires_large_context and result.requires_tool_use
-    assert result.token_estimate == 12_001  # (30000 + 18000 + 2 characters + 2 joining newlines) / 4
+    assert result.token_estimate == 12_001  # (1000 + 47000 + 2 characters + 2 joining newlines) / 4
+
+
+def test_a_harness_system_prompt_does_not_make_large_context():
+    """A long system prompt is an agent's harness, the same for every task: the conversation alone is sized."""
+    messages = [{"role": "system", "content": "x" * 30_000}, {"role": "assistant", "content": "y" * 18_000}]
+    messages.append({"role": "user", "content": "hi"})
+    result = classify(messages, tools=[TOOL])
+    assert result.task_type == "simple_chat" and not result.requires_large_context
+    assert result.token_estimate == 12_001 and "harness" in result.signals
 
 
 def test_large_context_threshold_comes_from_settings():

@@ -10,20 +10,33 @@
 #     decision (task type and model) on each line.
 # The output is what docs/clients.md quotes.
 #
+# Capture mode (CAPTURE=DIR): instead of the one smoke prompt, every conversation in PROMPTS
+# (bench/clients/agent_prompts.tsv) is run with both agents, each in a fresh copy of agent_project/, through
+# capture.py, a recording proxy in front of the router. Every request body and header (credentials left out)
+# lands in DIR/claude_code/<id>/ and DIR/codex/<id>/; tools/agent_corpus.py turns that into the labelled set
+# under tests/data/agents/. The simulated model answers a request that offers tools by calling the first one
+# with "sim" as its arguments; the `sim` script on the agents' PATH prints the file the prompt names, so the
+# tool results that come back look like a real session's.
+#
 # Usage: bench/clients/agents.sh            (ROUTER="python -m ollama_agent_router" to run from a checkout)
+#        CAPTURE=/tmp/captured bench/clients/agents.sh
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 PROMPT=${PROMPT:-"Write a Python function that reverses a string"}
 ROUTER=${ROUTER:-ollama-agent-router}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/oar-agents.XXXXXX")
 NPM_DIR=${AGENTS_NPM_DIR:-$WORK/npm}
+PROMPTS=${PROMPTS:-$HERE/agent_prompts.tsv}
+CAPTURE=${CAPTURE:-}
 ROUTER_PID=""
+PROXY_PID=""
 
 cleanup() {
-    if [[ -n $ROUTER_PID ]]; then
-        kill "$ROUTER_PID" 2>/dev/null || true
-        wait "$ROUTER_PID" 2>/dev/null || true
-    fi
+    for pid in $PROXY_PID $ROUTER_PID; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -80,21 +93,81 @@ check() {  # name, door path, output file, log line the run started at
     decisions . "$from" | sort | uniq -c | sed 's/^/    /'
 }
 
+run_claude() {  # base URL, HOME, working directory, output file, prompt, extra arguments...
+    local url=$1 home=$2 dir=$3 out=$4 prompt=$5
+    shift 5
+    (cd "$dir" && HOME=$home ANTHROPIC_BASE_URL=$url ANTHROPIC_AUTH_TOKEN=ollama ANTHROPIC_API_KEY='' \
+        DISABLE_TELEMETRY=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 \
+        "$BIN/claude" "$@" -p "$prompt" < /dev/null > "$out" 2>&1)
+}
+
+run_codex() {  # base URL, HOME, working directory, output file, prompt, extra arguments (before the prompt)...
+    local url=$1 home=$2 dir=$3 out=$4 prompt=$5
+    shift 5
+    (cd "$dir" && HOME=$home "$BIN/codex" exec --skip-git-repo-check \
+        -c model_provider=oar -c "model_providers.oar={name=\"oar\",base_url=\"$url/v1\",wire_api=\"responses\"}" \
+        -m auto "$@" "$prompt" < /dev/null > "$out" 2>&1)
+}
+
+capture() {  # every conversation in $PROMPTS, both agents, through the recording proxy
+    local raw=$WORK/raw port proxy id label shows tools prompt client n=0
+    mkdir -p "$raw" "$CAPTURE"
+    python3 "$HERE/capture.py" --port 0 --target "$URL" --out "$raw" > "$WORK/proxy.port" &
+    PROXY_PID=$!
+    for _ in $(seq 100); do [[ -s $WORK/proxy.port ]] && break; sleep 0.1; done
+    proxy=http://127.0.0.1:$(cat "$WORK/proxy.port")
+    mkdir -p "$WORK/bin" && cp "$HERE/sim" "$WORK/bin/sim"
+    while IFS=$'\t' read -r id label shows tools prompt; do
+        [[ -z $id || $id == \#* ]] && continue
+        n=$((n + 1))
+        for client in claude_code codex; do
+            local conv=$WORK/conv/$client/${id#+} home dir args=()
+            if [[ $id != +* ]]; then  # a new conversation: its own HOME and a fresh copy of the project
+                rm -rf "$conv" && mkdir -p "$conv/home" && cp -r "$HERE/agent_project" "$conv/tinycalc"
+                echo "$conv" > "$WORK/conv/$client.last"
+            fi
+            conv=$(cat "$WORK/conv/$client.last")
+            home=$conv/home dir=$conv/tinycalc
+            # Codex runs its shell as a login shell, which resets PATH from the profile.
+            local where=-
+            [[ $shows != - ]] && where=$HERE/$shows
+            printf 'export PATH=%q:$PATH SIM_SHOWS=%q\n' "$WORK/bin" "$where" | tee "$home/.bash_profile" > "$home/.bashrc"
+            if [[ $client == claude_code ]]; then
+                args=(--allowedTools 'Bash(sim)')
+                [[ $tools == noagent ]] && args+=(--disallowedTools Agent)
+                [[ $id == +* ]] && args+=(--continue)
+                PATH=$WORK/bin:$PATH SIM_SHOWS=$where run_claude "$proxy" "$home" "$dir" "$WORK/out" "$prompt" "${args[@]}" \
+                    || { cat "$WORK/out"; fail "claude: $id"; }
+            else
+                [[ $id == +* ]] && args=(resume --last)
+                PATH=$WORK/bin:$PATH SIM_SHOWS=$where run_codex "$proxy" "$home" "$dir" "$WORK/out" "$prompt" "${args[@]}" \
+                    || { cat "$WORK/out"; fail "codex: $id"; }
+            fi
+            mkdir -p "$CAPTURE/$client/$(printf '%02d' $n)-${id#+}"
+            printf '%s\t%s\t%s\n' "$id" "$label" "$prompt" > "$CAPTURE/$client/$(printf '%02d' $n)-${id#+}/prompt.tsv"
+            find "$raw" -name '*.json' -exec mv -t "$CAPTURE/$client/$(printf '%02d' $n)-${id#+}" {} +
+        done
+        echo "captured $id ($label)"
+    done < "$PROMPTS"
+    echo "OK: captured $n conversations from both agents under $CAPTURE"
+}
+
+if [[ -n $CAPTURE ]]; then
+    capture
+    exit 0
+fi
+
 from=$(($(wc -l < "$LOG") + 1))
-mkdir -p "$WORK/claude-home"
+mkdir -p "$WORK/claude-home" "$WORK/claude-work"
 rc=0
-HOME=$WORK/claude-home ANTHROPIC_BASE_URL=$URL ANTHROPIC_AUTH_TOKEN=ollama ANTHROPIC_API_KEY='' \
-    DISABLE_TELEMETRY=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 \
-    "$BIN/claude" -p "$PROMPT" < /dev/null > "$WORK/claude.out" 2>&1 || rc=$?
+run_claude "$URL" "$WORK/claude-home" "$WORK/claude-work" "$WORK/claude.out" "$PROMPT" || rc=$?
 [[ $rc == 0 ]] || { cat "$WORK/claude.out"; fail "claude exited $rc"; }
 check "Claude Code" /v1/messages "$WORK/claude.out" "$from"
 
 from=$(($(wc -l < "$LOG") + 1))
 mkdir -p "$WORK/codex-home" "$WORK/codex-work"
 rc=0
-(cd "$WORK/codex-work" && HOME=$WORK/codex-home "$BIN/codex" exec --skip-git-repo-check \
-    -c model_provider=oar -c "model_providers.oar={name=\"oar\",base_url=\"$URL/v1\",wire_api=\"responses\"}" \
-    -m auto "$PROMPT" < /dev/null > "$WORK/codex.out" 2>&1) || rc=$?
+run_codex "$URL" "$WORK/codex-home" "$WORK/codex-work" "$WORK/codex.out" "$PROMPT" || rc=$?
 [[ $rc == 0 ]] || { cat "$WORK/codex.out"; fail "codex exited $rc"; }
 check "Codex CLI" /v1/responses "$WORK/codex.out" "$from"
 

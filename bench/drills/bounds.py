@@ -144,7 +144,11 @@ def code_of(body: bytes) -> str:
 
 def main_config(sim_url: str, workdir: Path) -> dict:
     plane = {"enabled": True, "auth": {"requireApiKey": False, "anonymous": "allow"}}
+    # Models that hold any prompt: the bodies here are sized to stress parsing and storage, and the context
+    # check would otherwise refuse them (503) before they reach what this drill measures.
+    models = [dict(m, maxContext=10_000_000) for m in TEST_CONFIG["models"]]
     return merge(TEST_CONFIG, {
+        "models": models,
         "server": {"requestBodyLimit": "8mb"},
         "ollama": {"baseUrl": sim_url},
         "queue": {"globalMaxQueued": 500, "perUserMaxQueued": 500},

@@ -8,13 +8,13 @@ their fields (``api`` in the answer names the door whose body it read: openai, a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from ..config.schema import Config, ModelSpec
 from ..http.server import Request, Response, json_response
 from ..jsonutil import num
-from ..routing import IDLE, Candidate, ModelState, RouterMeta, RoutingTable, normalize_meta
-from ..runner import DecisionRecord, Runner
+from ..routing import IDLE, Candidate, ModelState, RouterMeta, RoutingTable, context_reason, normalize_meta
+from ..runner import DecisionRecord, Routed, Runner
 from . import anthropic, responses
 from .bodies import read_json, validate_chat_body
 from .table import Route
@@ -49,8 +49,10 @@ def conversation_of(body: Any) -> tuple[str, dict, dict]:
 
 
 def blocked_reason(c: Candidate, state: ModelState, spec: ModelSpec, required_mb: float,
-                   free_mb: float | None) -> str:
+                   free_mb: float | None, context_tokens: int = 0) -> str:
     """Why a candidate cannot run now, in words an operator can act on."""
+    if c.blocked == "context":
+        return context_reason(context_tokens, spec.max_context)
     if c.blocked == "gpu_only":
         if free_mb is None:
             return "gpu_only: no GPU reading and no gpu.vramTotalMb, so nothing is known to fit"
@@ -65,7 +67,7 @@ def blocked_reason(c: Candidate, state: ModelState, spec: ModelSpec, required_mb
 
 
 def candidate_json(c: Candidate, state: ModelState, spec: ModelSpec, required_mb: float,
-                   free_mb: float | None) -> dict[str, Any]:
+                   free_mb: float | None, context_tokens: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": c.name,
         "score": round(c.score, 1),
@@ -79,7 +81,7 @@ def candidate_json(c: Candidate, state: ModelState, spec: ModelSpec, required_mb
         out["processor"] = state.processor
     if c.blocked is not None:
         out["blocked"] = c.blocked
-        out["blockedReason"] = blocked_reason(c, state, spec, required_mb, free_mb)
+        out["blockedReason"] = blocked_reason(c, state, spec, required_mb, free_mb, context_tokens)
     return out
 
 
@@ -89,6 +91,21 @@ def not_candidates(table: RoutingTable, meta: RouterMeta, task_type: str, candid
     return [{"name": name, "reason": "forbidden by router.forbiddenModels" if name in forbidden
              else f"not in the {task_type} route, purpose or tags"}
             for name in table.order if name not in candidates]
+
+
+def sticky_json(routed: Routed) -> dict[str, Any]:
+    """The conversation the request belongs to, as the sticky routing sees it."""
+    assert routed.session is not None
+    out: dict[str, Any] = {"conversation": routed.session.source, "kept": routed.decision.sticky}
+    if routed.sticky is not None:
+        out["model"] = routed.sticky
+    if routed.decision.sticky:
+        out["explanation"] = f"the conversation stays on {routed.sticky}"
+    elif routed.sticky is not None:
+        out["explanation"] = f"its model {routed.sticky} cannot take this turn: the turn, and the conversation, move"
+    else:
+        out["explanation"] = "a new conversation: the model this turn runs on becomes its own"
+    return out
 
 
 class Explainer:
@@ -102,14 +119,19 @@ class Explainer:
         return [Route("POST", "/v1/router/route", "jobs", self.route)]
 
     async def route(self, req: Request, params: dict[str, str]) -> Response:
-        return json_response(200, self.explain(await read_json(req)))
+        return json_response(200, self.explain(await read_json(req), req.headers))
 
-    def explain(self, body: Any) -> dict[str, Any]:
+    def explain(self, body: Any, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The decision for ``body``, sent with ``headers`` (a session header names its conversation)."""
         api, body, conversation = conversation_of(body)
         meta = normalize_meta(body.get("router"), self.cfg)
-        routed = self.runner.route(conversation, meta, pinned=self.runner.pin(body.get("model")), explain=True)
+        routed = self.runner.route(conversation, meta, pinned=self.runner.pin(body.get("model")), explain=True,
+                                   client=body, headers=headers)
         assert routed.record is not None  # explain=True keeps it
-        return {"api": api, **explanation(routed.record, self.table, self.cfg.gpu.vram_total_mb)}
+        out = {"api": api, **explanation(routed.record, self.table, self.cfg.gpu.vram_total_mb)}
+        if routed.session is not None:
+            out["sticky"] = sticky_json(routed)
+        return out
 
 
 def explanation(record: DecisionRecord, table: RoutingTable, vram_total_mb: float) -> dict[str, Any]:
@@ -132,9 +154,12 @@ def explanation(record: DecisionRecord, table: RoutingTable, vram_total_mb: floa
         "mode": d.action,
         "reason": d.reason,
         "heavyLoad": d.heavy_load,
+        "contextTokens": record.context_tokens,
         "candidates": [candidate_json(c, states.get(c.name, IDLE), table.models[c.name], required[c.name],
-                                      free_for_fit) for c in d.ranked + d.blocked],
+                                      free_for_fit, record.context_tokens) for c in d.ranked + d.blocked],
     }
+    if cls.harness:
+        out["agentRequest"] = True  # read as a coding agent's: the user's ask decided, not the harness
     others = not_candidates(table, record.meta, cls.task_type, {c.name for c in d.ranked + d.blocked})
     if others:
         out["notCandidates"] = others

@@ -18,13 +18,14 @@ import hashlib
 import time
 from typing import Any
 
-from ..config.schema import Config
+from ..config.schema import Config, ModelSpec
 from ..errors import HttpError
+from ..fit import num_ctx_for
 from ..http.server import Request, Response, StreamResponse, json_response
 from ..jsonutil import iso_ms
 from ..relay import OLLAMA_NDJSON
 from ..routing import normalize_meta
-from ..runner import Call, Renderer, Runner, forward_body
+from ..runner import Call, Renderer, Routed, Runner, forward_body
 from ..snapshot import Snapshot
 from ..upstream import OllamaClient, UpstreamError, upstream_http_error
 from .bodies import read_json_object
@@ -47,6 +48,17 @@ def auto_tag(created: float) -> dict[str, Any]:
         "details": {"parent_model": "", "format": "router", "family": "router", "families": ["router"],
                     "parameter_size": "", "quantization_level": ""},
     }
+
+
+def context_options(body: dict, routed: Routed, spec: ModelSpec) -> dict[str, Any] | None:
+    """The ``options`` to send ``spec``'s model so its context holds the request (``fit.num_ctx_for``), or None
+    to send the body's own: the model's default holds it, or the client set ``num_ctx`` (or ``options`` is
+    not an object, which is Ollama's to refuse)."""
+    num_ctx = num_ctx_for(routed.context_tokens, spec)
+    options = body.get("options", {})
+    if num_ctx is None or not isinstance(options, dict) or "num_ctx" in options:
+        return None
+    return {**options, "num_ctx": num_ctx}
 
 
 def native_messages(body: dict, api: str) -> list:
@@ -165,11 +177,15 @@ class OllamaDoor:
             conversation = {"messages": native_messages(body, api), "tools": body.get("tools")}
             routed = route_now(self.runner, self.cfg, req, body, conversation, door="native")
             stream = body.get("stream", True)  # Ollama's native APIs stream unless told otherwise
-            call = routed_call(req, routed, f"{self.native}/{api}", lambda m: forward_body(body, m, default_stream=None),
+            call = routed_call(req, routed, f"{self.native}/{api}", lambda m: self._body_for(body, routed, m),
                                api="ollama", stream=OLLAMA_NDJSON if stream else None)
             return call, routed_reply(routed, comment=False)
 
         return await answer(self.runner, req, "ollama", prepare)
+
+    def _body_for(self, body: dict, routed: Routed, model: str) -> bytes:
+        options = context_options(body, routed, self.runner.table.models[model])
+        return forward_body(body, model, default_stream=None, also=options and {"options": options})
 
     async def embed(self, req: Request, params: dict[str, str]) -> Response | StreamResponse:
         return await forwarded(self.runner, self.cfg, req, f"{self.native}/embed", embedding=True, api="ollama")

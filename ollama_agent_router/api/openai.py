@@ -73,7 +73,7 @@ class OpenAIDoor:
                     raise HttpError(400, "stream: true cannot be combined with router.mode async",
                                     code="invalid_router_options")
                 meta = meta._replace(allow_async=False)  # a streaming client waits for its stream
-            routed = self.runner.route(body, meta, pinned=self.runner.pin(body.get("model")))
+            routed = self.runner.route(body, meta, pinned=self.runner.pin(body.get("model")), headers=req.headers)
         except HttpError as e:
             self.runner.count(plane, None, None, "sync", e.status, started, api="openai", reason=e.code)
             raise
@@ -89,7 +89,7 @@ class OpenAIDoor:
         call = Call(self.cfg.ollama.open_ai_compatible_path, lambda m: forward_body(body, m), routed.models(),
                     meta.priority, req.principal.user, meta.wait_ms(can_go_async), meta.max_execution_time_ms,
                     stream=OPENAI_SSE if stream else None, plane=plane, task=task, log=req.log,
-                    reason=decision.reason, record=routed.record)
+                    reason=decision.reason, record=routed.record, session=routed.session)
         fallback = None
         if can_go_async:
             reason = f"Queue wait would exceed {meta.max_queue_time_ms} ms; accepted for async processing"

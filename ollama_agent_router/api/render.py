@@ -24,7 +24,7 @@ def router_headers(router: dict) -> list[tuple[str, str]]:
         ("X-Router-Fallback-Models", header_value(",".join(router["fallbackModels"]))),
         ("X-Router-Queue-Time-Ms", str(router["queueTimeMs"])),
         ("X-Router-Decision-Reason", header_value(router["decisionReason"])),
-    ]
+    ] + ([("X-Router-Sticky", "true")] if router.get("sticky") else [])
 
 
 def router_object(routed: Routed, ex: Exchange | None, mode: str = "sync") -> dict:
@@ -54,6 +54,8 @@ def router_object(routed: Routed, ex: Exchange | None, mode: str = "sync") -> di
     }
     if routed.pinned is not None:
         obj["pinned"] = True
+    if d.sticky and model == d.model:
+        obj["sticky"] = True  # the conversation stayed on its model
     attempts = ex.attempts_json() if ex is not None else None
     if attempts:
         obj["attempts"] = attempts

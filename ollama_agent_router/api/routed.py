@@ -28,7 +28,8 @@ def route_now(runner: Runner, cfg: Config, req: Request, body: dict, conversatio
     if meta.mode == "async":
         raise HttpError(400, f"router.mode async needs /v1/chat/completions: {door} clients cannot poll jobs",
                         code="invalid_router_options")
-    routed = runner.route(conversation, meta._replace(allow_async=False), pinned=runner.pin(body.get("model")))
+    routed = runner.route(conversation, meta._replace(allow_async=False), pinned=runner.pin(body.get("model")),
+                          client=body, headers=req.headers)
     req.log["taskType"] = routed.classification.task_type
     if routed.decision.model is None:
         raise HttpError(503, routed.decision.reason, code="no_model_available", headers=[("Retry-After", "5")])
@@ -42,7 +43,7 @@ def routed_call(req: Request, routed: Routed, path: str, body_for: Callable[[str
     return Call(path, body_for, routed.models(), meta.priority, req.principal.user, meta.wait_ms(False),
                 meta.max_execution_time_ms, stream=stream, api=api, plane=req.principal.plane or PLANE,
                 task=routed.classification.task_type, log=req.log, headers=tuple(headers),
-                reason=routed.decision.reason, record=routed.record)
+                reason=routed.decision.reason, record=routed.record, session=routed.session)
 
 
 async def answer(runner: Runner, req: Request, api: str,

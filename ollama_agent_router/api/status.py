@@ -10,6 +10,7 @@ from ..http.server import Request, Response, json_response
 from ..jobs import JobManager
 from ..metrics import CONTENT_TYPE, Metrics, gauge
 from ..scheduler import Scheduler
+from ..sessions import Sessions
 from ..snapshot import Snapshot
 from ..upstream import UpstreamError
 from .render import plain_json
@@ -29,8 +30,9 @@ class StatusRoutes:
     """Health, Prometheus metrics and the router's status endpoints, all served from in-memory snapshots."""
 
     def __init__(self, cfg: Config, scheduler: Scheduler, snapshot: Snapshot, jobs: JobManager,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, sessions: Sessions) -> None:
         self.cfg = cfg
+        self.sessions = sessions
         self.scheduler = scheduler
         self.snapshot = snapshot
         self.jobs = jobs
@@ -56,6 +58,8 @@ class StatusRoutes:
             "service": SERVICE,
             "ollama": {"reachable": self.snapshot.ollama_reachable},  # beyond the original: `oar status` says so
             "queue": self.scheduler.snapshot(),
+            # Beyond the original: the agent conversations kept on their model (router.sticky).
+            "stickyConversations": len(self.sessions),
         }
         gpu = self.snapshot.gpu_json()
         if gpu is not None:
@@ -104,6 +108,8 @@ class StatusRoutes:
                             [({"model": name}, q.running) for name, q in sched.queues.items()]))
         gauges.append(gauge("oar_model_loaded", "1 when Ollama has the model loaded.",
                             [({"model": name}, 1 if state.loaded else 0) for name, state in sched.states.items()]))
+        gauges.append(gauge("oar_sticky_conversations", "Agent conversations kept on their model (router.sticky).",
+                            [({}, len(self.sessions))]))
         gauges.append(gauge("oar_snapshot_age_seconds", "Age of the runtime snapshot.",
                             [({}, rt.snapshot_age_ms() / 1000)]))
         return self.metrics.render(gauges)

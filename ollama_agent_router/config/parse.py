@@ -35,6 +35,7 @@ from .schema import (
     QueueConfig,
     RouterConfig,
     ServerConfig,
+    StickyConfig,
     UiConfig,
 )
 from .yaml12 import Quoted, yaml_dump
@@ -192,6 +193,7 @@ def _router(s: Section) -> RouterConfig:
         min_confidence=c.number("minConfidence", None, ge=0, le=1),
     )
     f = s.section("failover")
+    st = s.section("sticky")
     return s.build(
         RouterConfig,
         default_mode=s.choice("defaultMode", ("auto", "sync", "async"), None),
@@ -207,6 +209,12 @@ def _router(s: Section) -> RouterConfig:
             max_attempts=f.integer("maxAttempts", None, gt=0),
             cooldown_failures=f.integer("cooldownFailures", None, gt=0),
             cooldown_ms=f.integer("cooldownMs", None, ge=0),
+        ),
+        sticky=s.build(
+            StickyConfig,
+            enabled=st.boolean("enabled", None),
+            max_conversations=st.integer("maxConversations", None, gt=0),
+            idle_ttl_ms=st.integer("idleTtlMs", None, gt=0),
         ),
     )
 

@@ -113,6 +113,13 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True)
+class StickyConfig:
+    enabled: bool = True  # the default of a request's router.sticky
+    max_conversations: int = 10_000
+    idle_ttl_ms: int = 1_800_000  # a conversation idle this long is forgotten
+
+
+@dataclass(frozen=True)
 class RouterConfig:
     sync_max_queue_time_ms: int
     heavy_load_queue_depth: int
@@ -122,6 +129,7 @@ class RouterConfig:
     default_task_type: str = "unknown"
     unknown_model: str = "route"  # route | reject: what a client `model` naming no configured model does
     failover: FailoverConfig = FailoverConfig()
+    sticky: StickyConfig = StickyConfig()
     # A request with no `router` object and no `Prefer: respond-async` (a plain SDK client) never gets a 202:
     # SDKs read a job body as an empty completion. True restores the TypeScript router's behaviour.
     async_for_plain_clients: bool = False
