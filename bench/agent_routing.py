@@ -25,7 +25,7 @@ from ollama_agent_router.app import App
 from ollama_agent_router.classifier_eval import Case, load_cases
 from ollama_agent_router.config.files import load_config
 from ollama_agent_router.log import Logger
-from ollama_agent_router.routing import normalize_meta
+from ollama_agent_router.options import normalize_meta
 from ollama_agent_router.runner import Routed, Runner
 
 AGENTS = ROOT / "tests" / "data" / "agents"

@@ -240,7 +240,8 @@ def decision_us(n_models: int, reps: int = 2000) -> float:
 
     from ollama_agent_router.classifier import classify
     from ollama_agent_router.config.parse import parse_config
-    from ollama_agent_router.routing import RoutingTable, RuntimeView, decide, normalize_meta
+    from ollama_agent_router.options import normalize_meta
+    from ollama_agent_router.routing import RoutingTable, RuntimeView, decide
 
     raw = yaml.safe_load(config_text(1, 2, False))
     base = raw["models"][0]

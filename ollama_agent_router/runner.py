@@ -32,9 +32,10 @@ from .http.server import Response, StreamResponse
 from .jsonutil import JsonObject, dumps, splice_members, usage_figures
 from .log import Logger
 from .metrics import Metrics
+from .options import RouterMeta
 from .relay import StreamFormat, StreamStats, relay
-from .routing import Decision, RouterMeta, RoutingTable, RuntimeView, decide
-from .scheduler import Scheduler, Slot, WaitTimeout, acquire
+from .routing import Decision, RoutingTable, RuntimeView, decide
+from .scheduler import Scheduler, Slot
 from .sessions import Key, Sessions, conversation_hash, explicit_key
 from .snapshot import Snapshot
 from .upstream import (
@@ -46,6 +47,7 @@ from .upstream import (
     upstream_error_message,
     upstream_http_error,
 )
+from .waiting import WaitTimeout, acquire
 
 
 @dataclass(frozen=True, slots=True)

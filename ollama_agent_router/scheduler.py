@@ -18,12 +18,11 @@ the new request's priority is higher or it has waited one aging step (half its q
 The shape is llama-swap's: ``grant`` (which ticket starts next) and ``hold_until`` (is a load held back)
 are pure functions of plain data; ``Scheduler`` keeps the queues and calls them, synchronously, and
 everything it needs done — a wake-up timer, telling the model lifecycle — goes through ``Effects``.
-Waiting with a future and a deadline is the thin ``acquire`` shell at the end.
+Waiting with a future and a deadline is the thin ``acquire`` shell in ``waiting.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -43,10 +42,6 @@ class QueueLimit(HttpError):
 
     def __init__(self, message: str, code: str) -> None:
         super().__init__(429, message, code=code, headers=[("Retry-After", "1")])
-
-
-class WaitTimeout(Exception):
-    """A ticket was not started within its maximum queue time; it has been removed from the queue."""
 
 
 class Cancellable(Protocol):
@@ -455,52 +450,3 @@ def _lane(priority: str) -> int:
 def priority_name(weight: int) -> str:
     """The priority whose weight (10, 50, 90) is nearest: stored jobs keep the weight."""
     return min(PRIORITY_WEIGHTS, key=lambda p: abs(PRIORITY_WEIGHTS[p] - weight))
-
-
-# ---- the waiting shell: a future and a deadline around a ticket -----------------------------------------
-async def acquire(scheduler: Scheduler, model: str, priority: str = "normal", *, user: str | None = None,
-                  max_wait: float | None = None) -> Slot:
-    """Wait for a slot on ``model`` (and unload its ``Slot.unload``). Raises QueueLimit at once when full,
-    WaitTimeout after ``max_wait``."""
-    slot = scheduler.try_acquire(model, user, priority)
-    if slot is None:
-        slot = await _wait(scheduler, model, priority, user, max_wait)
-    if slot.unload:
-        try:
-            await scheduler.effects.unload(slot.unload)
-        except BaseException:
-            slot.release()
-            raise
-    return slot
-
-
-async def _wait(scheduler: Scheduler, model: str, priority: str, user: str | None, max_wait: float | None) -> Slot:
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Slot] = loop.create_future()
-
-    def started(slot: Slot) -> None:
-        if future.done():  # the waiter went away between its cancellation and its cleanup
-            slot.release()
-        else:
-            future.set_result(slot)
-
-    ticket = scheduler.enqueue(model, priority, user, started, max_wait=max_wait)
-    timer = None
-    if max_wait is not None and not future.done():
-        timer = loop.call_later(max(0.0, max_wait), _expire, scheduler, ticket, future)
-    try:
-        return await future
-    except BaseException:
-        if future.done() and not future.cancelled() and future.exception() is None:
-            future.result().release()  # started just as we were cancelled: hand the slot back
-        else:
-            scheduler.cancel(ticket)
-        raise
-    finally:
-        if timer is not None:
-            timer.cancel()
-
-
-def _expire(scheduler: Scheduler, ticket: Ticket, future: asyncio.Future) -> None:
-    if scheduler.cancel(ticket) and not future.done():
-        future.set_exception(WaitTimeout())

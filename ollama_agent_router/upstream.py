@@ -294,6 +294,16 @@ class OllamaClient:
         else:
             conn.close()
 
+    def _payload(self, method: str, path: str, body: bytes | None, content_type: str,
+                 headers: Sequence[tuple[str, str]]) -> bytes:
+        """The request's bytes: head and body. Identity encoding, so a reply is never compressed."""
+        head = [f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n",
+                *(f"{name}: {value}\r\n" for name, value in headers)]
+        if body is not None:
+            head.append(f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n")
+        head.append(f"{self._auth}Accept: */*\r\nAccept-Encoding: identity\r\n\r\n")
+        return "".join(head).encode("latin-1") + (body or b"")
+
     async def request(
         self,
         method: str,
@@ -308,12 +318,7 @@ class OllamaClient:
         """Send one request and read the response head. ``timeout`` bounds the whole exchange, body
         included; ``first_byte_timeout`` bounds the wait for the head. ``headers``: parsed ones (no CR/LF)."""
         loop = asyncio.get_running_loop()
-        head = [f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n",
-                *(f"{name}: {value}\r\n" for name, value in headers)]
-        if body is not None:
-            head.append(f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n")
-        head.append(f"{self._auth}Accept: */*\r\nAccept-Encoding: identity\r\n\r\n")
-        payload = "".join(head).encode("latin-1") + (body or b"")
+        payload = self._payload(method, path, body, content_type, headers)
         deadline = None if timeout is None else loop.time() + timeout
         # A pooled connection may have been closed by Ollama while idle; that failure is retried once on a fresh one.
         while True:

@@ -18,7 +18,8 @@ from ollama_agent_router.fit import (
     tools_chars,
 )
 from ollama_agent_router.jsonutil import parse_json_sliced
-from ollama_agent_router.routing import RoutingTable, RuntimeView, decide, normalize_meta
+from ollama_agent_router.options import normalize_meta
+from ollama_agent_router.routing import RoutingTable, RuntimeView, decide
 
 CFG = make_config()
 TABLE = RoutingTable(CFG)

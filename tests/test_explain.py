@@ -7,7 +7,7 @@ from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, assert_no_null, chat_body, ma
 
 from ollama_agent_router.api.explain import blocked_reason
 from ollama_agent_router.routing import Candidate, ModelState
-from ollama_agent_router.scheduler import acquire
+from ollama_agent_router.waiting import acquire
 
 COMPONENTS = {"base", "routePosition", "priority", "purpose", "tag", "preferred", "loaded", "complexity", "vram",
               "queue", "running", "exclusive"}

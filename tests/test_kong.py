@@ -20,10 +20,10 @@ from access_support import LOCKED, access, api_key, plane, secret
 from conftest import DEEPSEEK, GPTOSS, QWEN, TEST_CONFIG, VIBE, Reply, assert_no_null, chat_body, wait_for
 
 from ollama_agent_router.gpu import GpuUnavailable
-from ollama_agent_router.scheduler import acquire
 from ollama_agent_router.simulator.run import Fault
 from ollama_agent_router.simulator.server import SimulatedGpu
 from ollama_agent_router.snapshot import processor_text
+from ollama_agent_router.waiting import acquire
 
 KONG_AUTH_FORMS = {
     "none": {},

@@ -8,7 +8,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import pytest
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, chat_body, make_config, wait_for
 
-from ollama_agent_router.routing import ModelState, RoutingTable, RuntimeView, decide, normalize_meta
+from ollama_agent_router.options import normalize_meta
+from ollama_agent_router.routing import ModelState, RoutingTable, RuntimeView, decide
 
 CFG = make_config()
 TABLE = RoutingTable(CFG)

@@ -4,7 +4,8 @@ import pytest
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, config_with, make_config
 
 from ollama_agent_router.errors import HttpError
-from ollama_agent_router.routing import ModelState, RoutingTable, RuntimeView, decide, normalize_meta, score_text
+from ollama_agent_router.options import normalize_meta
+from ollama_agent_router.routing import ModelState, RoutingTable, RuntimeView, decide, score_text
 
 CFG = make_config()
 TABLE = RoutingTable(CFG)

@@ -5,7 +5,8 @@ import asyncio
 import pytest
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, make_config
 
-from ollama_agent_router.scheduler import QueueLimit, Scheduler, WaitTimeout, acquire
+from ollama_agent_router.scheduler import QueueLimit, Scheduler
+from ollama_agent_router.waiting import WaitTimeout, acquire
 
 
 class Clock:

@@ -11,7 +11,8 @@ import pytest
 from conftest import DEEPSEEK, GPTOSS, QWEN, VIBE, make_config
 
 from ollama_agent_router.classifier_eval import load_cases
-from ollama_agent_router.routing import ModelState, RoutingTable, RuntimeView, decide, normalize_meta
+from ollama_agent_router.options import normalize_meta
+from ollama_agent_router.routing import ModelState, RoutingTable, RuntimeView, decide
 from ollama_agent_router.sessions import Key, Sessions, body_key, conversation_hash, explicit_key, header_key
 
 AGENTS = Path(__file__).resolve().parent / "data" / "agents"

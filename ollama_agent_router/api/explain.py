@@ -13,7 +13,8 @@ from typing import Any, Mapping
 from ..config.schema import Config, ModelSpec
 from ..http.server import Request, Response, json_response
 from ..jsonutil import num
-from ..routing import IDLE, Candidate, ModelState, RouterMeta, RoutingTable, context_reason, normalize_meta
+from ..options import RouterMeta, normalize_meta
+from ..routing import IDLE, Candidate, ModelState, RoutingTable, context_reason
 from ..runner import DecisionRecord, Routed, Runner
 from . import anthropic, responses
 from .bodies import read_json, validate_chat_body

@@ -10,8 +10,8 @@ from typing import Any
 from ..config.schema import Config, is_embedding_model
 from ..errors import HttpError
 from ..http.server import Request, Response, StreamResponse
+from ..options import normalize_meta
 from ..relay import OPENAI_SSE
-from ..routing import normalize_meta
 from ..runner import Call, Exchange, Runner, forward_body
 from .bodies import read_json_object
 from .render import RouterReply

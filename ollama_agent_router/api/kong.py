@@ -18,8 +18,9 @@ from ..errors import HttpError
 from ..http.server import Request, Response, StreamResponse, json_response
 from ..jobs import JobManager
 from ..jsonutil import dumps, iso_ms
+from ..options import RouterMeta, normalize_meta
 from ..relay import OPENAI_SSE, sse_comment
-from ..routing import RouterMeta, RoutingTable, normalize_meta
+from ..routing import RoutingTable
 from ..runner import Call, Exchange, Runner, forward_body
 from ..scheduler import Scheduler
 from ..snapshot import Snapshot

@@ -23,8 +23,8 @@ from ..errors import HttpError
 from ..fit import num_ctx_for
 from ..http.server import Request, Response, StreamResponse, json_response
 from ..jsonutil import iso_ms
+from ..options import normalize_meta
 from ..relay import OLLAMA_NDJSON
-from ..routing import normalize_meta
 from ..runner import Call, Renderer, Routed, Runner, forward_body
 from ..snapshot import Snapshot
 from ..upstream import OllamaClient, UpstreamError, upstream_http_error

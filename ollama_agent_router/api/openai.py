@@ -10,8 +10,9 @@ from ..config.schema import Config
 from ..errors import HttpError
 from ..http.server import Request, Response, StreamResponse, json_response
 from ..jobs import JobManager
+from ..options import normalize_meta
 from ..relay import OPENAI_SSE
-from ..routing import RoutingTable, normalize_meta
+from ..routing import RoutingTable
 from ..runner import Call, Routed, Runner, forward_body
 from .bodies import read_json, validate_chat_body
 from .forwarded import forwarded

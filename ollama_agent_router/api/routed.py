@@ -11,8 +11,8 @@ from typing import Awaitable, Callable, Sequence
 from ..config.schema import Config
 from ..errors import HttpError
 from ..http.server import Request, Response, StreamResponse
+from ..options import normalize_meta
 from ..relay import StreamFormat
-from ..routing import normalize_meta
 from ..runner import Call, Renderer, Routed, Runner
 
 PLANE = "standalone"
