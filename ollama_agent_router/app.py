@@ -21,7 +21,8 @@ from .api.table import RouteTable
 from .config.schema import CORE_TASK_TYPES, Config
 from .errors import HttpError
 from .gpu import GpuBackend, GpuProbe
-from .http.server import HttpServer, Request, Response, ServerLimits, StreamResponse
+from .http.messages import Request, Response, ServerLimits, StreamResponse
+from .http.server import HttpServer
 from .jobs import JobManager
 from .log import Logger
 from .metrics import Metrics

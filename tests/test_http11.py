@@ -75,15 +75,15 @@ def test_too_many_headers():
 
 
 def test_chunked_decoder_incremental_and_leftover():
-    dec = ChunkedDecoder(limit=100)
     stream = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT"
-    rest = b""
+    dec = ChunkedDecoder(limit=100)
     for i in range(len(stream)):
-        rest = dec.feed(stream[i : i + 1])
+        used = dec.feed(stream[i : i + 1])
         if dec.done:
-            rest += stream[i + 1 :]
             break
-    assert dec.done and bytes(dec.body) == b"hello world" and rest == b"NEXT"
+    assert dec.done and bytes(dec.body) == b"hello world" and used == 1 and stream[i + 1 :] == b"NEXT"
+    whole = ChunkedDecoder(limit=100)
+    assert whole.feed(stream) == len(stream) - 4 and whole.done and bytes(whole.body) == b"hello world"
 
 
 @pytest.mark.parametrize(

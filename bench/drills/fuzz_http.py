@@ -437,12 +437,11 @@ def fuzz_parser(n: int, seed: int | None = None) -> Tally:
 
 def _decode(pieces: list[bytes], limit: int) -> tuple:
     dec = ChunkedDecoder(limit)
-    rest = b""
     try:
         for i, piece in enumerate(pieces):
-            rest = dec.feed(piece)
+            used = dec.feed(piece)
             if dec.done:
-                return "done", bytes(dec.body), rest + b"".join(pieces[i + 1:])
+                return "done", bytes(dec.body), piece[used:] + b"".join(pieces[i + 1:])
         return "partial", bytes(dec.body), b""
     except ProtocolError as e:
         return "error", e.status, len(dec.body) <= limit

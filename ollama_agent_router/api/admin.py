@@ -19,7 +19,7 @@ from ..config.access import api_key_to_json, managed_to_json
 from ..config.parse import ConfigError, parse_api_key, parse_managed_access
 from ..config.schema import PLANES, ApiKey, ManagedAccess
 from ..errors import HttpError
-from ..http.server import Request, Response, json_response
+from ..http.messages import Request, Response, json_response
 from ..jsonutil import iso_ms
 from .table import Route, read_json_object
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..http.server import Request, Response, json_response
+from ..http.messages import Request, Response, json_response
 from ..jsonutil import num
 from ..routing import Candidate, ModelState, normalize_meta
 from ..service import validate_chat_body

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import HttpError
-from ..http.server import Request, Response, json_response
+from ..http.messages import Request, Response, json_response
 from .table import Route
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..config.schema import PRIORITIES, to_json
 from ..errors import HttpError
-from ..http.server import Request, Response, StreamResponse, json_response
+from ..http.messages import Request, Response, StreamResponse, json_response
 from ..jsonutil import dumps, iso_ms
 from ..relay import StreamStats, relay, sse_comment
 from ..routing import RouterMeta, normalize_meta

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..config.schema import ModelSpec
 from ..errors import HttpError
-from ..http.server import Request, Response, StreamResponse, json_response
+from ..http.messages import Request, Response, StreamResponse, json_response
 from ..jsonutil import iso_ms
 from ..relay import StreamStats, relay, sse_comment
 from ..routing import RouterMeta, normalize_meta

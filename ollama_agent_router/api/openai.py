@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import HttpError
-from ..http.server import Request, Response, StreamResponse, json_response
+from ..http.messages import Request, Response, StreamResponse, json_response
 from ..jsonutil import completion_tokens
 from ..relay import StreamStats, relay, sse_comment
 from ..routing import normalize_meta

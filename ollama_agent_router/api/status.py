@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import SERVICE
 from ..config.schema import to_json
-from ..http.server import Request, Response, json_response
+from ..http.messages import Request, Response, json_response
 from ..jsonutil import num
 from ..metrics import CONTENT_TYPE, gauge
 from ..upstream import UpstreamError

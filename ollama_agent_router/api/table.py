@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
 from ..errors import HttpError, not_found
-from ..http.server import Request, Response, StreamResponse
+from ..http.messages import Request, Response, StreamResponse
 from ..jsonutil import parse_json
 
 HandlerFn = Callable[[Request, dict[str, str]], Awaitable["Response | StreamResponse"]]

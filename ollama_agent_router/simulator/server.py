@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..http.server import JSON, HttpServer, Request, Response, ServerLimits, StreamResponse
+from ..http.messages import JSON, Request, Response, ServerLimits, StreamResponse
+from ..http.server import HttpServer
 from ..jsonutil import dumps
 from ..log import Logger
 from .run import Executor, Fault, SimCall, SimModel, StreamDropped

@@ -12,7 +12,9 @@ import pytest
 from conftest import VIBE, chat_body, make_config, wait_for
 
 from ollama_agent_router.api.table import MAX_JSON_DEPTH, json_depth
-from ollama_agent_router.http.server import HttpServer, StreamResponse, _Connection
+from ollama_agent_router.http.connection import Connection, ServerState
+from ollama_agent_router.http.messages import ServerLimits, StreamResponse
+from ollama_agent_router.log import Logger
 from ollama_agent_router.relay import StreamStats, relay
 from ollama_agent_router.upstream import UpstreamError
 
@@ -174,11 +176,9 @@ def test_the_simulator_keeps_only_the_latest_calls():
 def test_misses_do_not_keep_their_connections_alive(stack, path):
     import gc
 
-    from ollama_agent_router.http.server import _Connection
-
     def live_connections() -> int:
         gc.collect()
-        return sum(isinstance(o, _Connection) for o in gc.get_objects())
+        return sum(isinstance(o, Connection) for o in gc.get_objects())
 
     before = stack.run(live_connections)
     for _ in range(30):
@@ -238,8 +238,7 @@ def test_a_stream_stops_writing_once_its_transport_is_closing():
         return StreamResponse(200, events())
 
     async def run() -> DyingTransport:
-        server = HttpServer(handler)
-        conn = _Connection(server)
+        conn = Connection(ServerState(handler, ServerLimits(), Logger("warning")))
         transport = DyingTransport(accepted=2)  # the head and the first event get out
         conn.connection_made(transport)
         conn.data_received(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -1,0 +1,32 @@
+"""Response heads as bytes: the status line, the header fields, the connection's fate."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+_STATUS_LINES = {
+    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("ascii") for s in HTTPStatus
+}
+CLOSE = b"Connection: close\r\n"
+KEEP_ALIVE = b"Connection: keep-alive\r\n"  # an HTTP/1.0 client assumes close unless told (RFC 9112 §C.2.2)
+
+
+def status_line(status: int) -> bytes:
+    return _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode("ascii")
+
+
+def field_value(value: str) -> bytes:
+    return value.encode("latin-1")
+
+
+def response_head(status: int, content_type: str, framing: bytes, headers: list[tuple[str, str]],
+                  connection: bytes = b"", request_id: str | None = None) -> bytes:
+    """The whole head, blank line included. ``framing`` is the Content-Length or Transfer-Encoding line(s);
+    ``connection`` is ``CLOSE``, ``KEEP_ALIVE`` or nothing (an HTTP/1.1 keep-alive)."""
+    parts = [status_line(status), b"Content-Type: ", field_value(content_type), b"\r\n", framing]
+    if request_id is not None:
+        parts += (b"X-Request-Id: ", field_value(request_id), b"\r\n")
+    for name, value in headers:
+        parts += (name.encode("latin-1"), b": ", field_value(value), b"\r\n")
+    parts += (connection, b"\r\n")
+    return b"".join(parts)
