@@ -49,7 +49,9 @@ MAX_HEADER_BYTES = 8192
 BODY_LIMIT = 256 * 1024
 DEADLINE = (HEADER_TIMEOUT_MS + BODY_TIMEOUT_MS) / 1000 + 3.0  # past this with no answer and no close: a hang
 
-REJECT = frozenset({400, 413, 431, 505})  # what a request the parser refuses is answered with
+REJECT = frozenset({400, 413, 431, 505})
+MALFORMED_VERSION, UNSUPPORTED_VERSION = "malformed version", "unsupported version"
+VERSION_STATUS = {MALFORMED_VERSION: 400, UNSUPPORTED_VERSION: 505}  # when the version is all that is wrong  # what a request the parser refuses is answered with
 # 5xx the router makes on purpose: refusals that tell the client to come back, and the version reply.
 INTENDED_5XX = {503: {"too_many_connections", "no_model_available", "queue_timeout", "upstream_busy",
                       "shutting_down", "ollama_unreachable", "job_store_unavailable"},
@@ -208,15 +210,20 @@ def cases(draw) -> Case:
             reasons_head.append("space in target")
         elif not (target == b"*" and method == "OPTIONS"):
             reasons_head.append("bad target")
-    version = draw(_weighted((40, b"HTTP/1.1"), (4, b"HTTP/1.0"), (1, b"HTTP/2.0"), (1, b"HTTP/1.2"),
-                             (1, b"http/1.1"), (1, b"HTTP/1.1x")))
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        reasons_head.append("bad version")
+    version = draw(_weighted((40, b"HTTP/1.1"), (4, b"HTTP/1.0"), (1, b"HTTP/2.0"), (1, b"HTTP/3.0"),
+                             (1, b"HTTP/1.2"), (1, b"http/1.1"), (1, b"HTTP/1.1x"), (1, b"HTTP/one.one"),
+                             (1, b"HTTP/1\xa21")))
+    if version in (b"HTTP/2.0", b"HTTP/3.0"):
+        reasons_head.append(UNSUPPORTED_VERSION)  # well-formed, a major version we do not speak: 505
+    elif version not in (b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.2"):  # 1.2 is read as 1.1 (RFC 9110 §2.5)
+        reasons_head.append(MALFORMED_VERSION)  # 400
 
     body = draw(bodies()) if method in ("POST", "PUT", "PATCH") or rng.random() < 0.1 else b""
     headers: list[tuple[bytes, bytes]] = []
     if rng.random() < 0.95:
         headers.append((b"Host", b"x"))
+    elif version in (b"HTTP/1.1", b"HTTP/1.2"):
+        reasons_head.append("HTTP/1.1 without Host")
     if headers and rng.random() < 0.03:
         headers.append((b"host", b"y"))
         reasons_head.append("two Host headers")
@@ -402,6 +409,9 @@ def fuzz_parser(n: int, seed: int | None = None) -> Tally:
             if case is not None and not case.mutated and not case.head_reject and not (
                     e.status == 431 and "too many headers" in case.server_reject):
                 tally.fail(f"refused a valid head ({e.message}): {block[:300]!r}")
+            if case is not None and not case.mutated and len(case.head_reject) == 1 and (
+                    VERSION_STATUS.get(case.head_reject[0], e.status) != e.status):
+                tally.fail(f"{case.head_reject[0]} answered {e.status}: {block[:300]!r}")
             return
         except Exception as e:  # noqa: BLE001 - a crash is exactly what the fuzzer looks for
             tally.fail(f"crash {type(e).__name__}: {e} for {block[:200]!r}")

@@ -184,7 +184,7 @@ async def _flood_one(port: int, fat: bool, opened: asyncio.Event) -> tuple[str, 
         return f"connect failed: {e}", 0.0
     started = time.monotonic()
     if fat:
-        writer.write(b"GET /health HTTP/1.1\r\nX-Fat: " + b"a" * (15 * 1024))  # an unfinished head near the cap
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Fat: " + b"a" * (15 * 1024))  # an unfinished head near the cap
     await opened.wait()
     try:
         data = await asyncio.wait_for(reader.read(), timeout=30)

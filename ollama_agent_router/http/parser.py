@@ -18,6 +18,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # RFC 9112 §3.2.1: origin-form, printable ASCII without spaces (the absolute-form of §3.2.2 is refused:
 # nobody sends it to an origin server, and a second authority in the target invites confusion).
+_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]\Z")
 _TARGET = re.compile(rb"/[\x21-\x7e]*\Z")
 # RFC 9112 §7.1: chunk-size = 1*HEXDIG (at most 16: 64 bits), then chunk-ext (§7.1.1: BWS ";" ...,
 # checked only for what must never be in a line).
@@ -86,9 +87,11 @@ def parse_head(block: bytes, max_headers: int = 100) -> RequestHead:
     if nl >= 0 and not _FIELDS.match(block, nl + 2):
         raise ProtocolError(400, _field_problem(field_lines))
     fields = _read_fields(field_lines)
-    # RFC 9112 §3.2: more than one Host field line is a 400.
+    # RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with more than one, is a 400.
     if fields.hosts > 1:
         raise ProtocolError(400, "Multiple Host headers")
+    if not fields.hosts and version == "1.1":
+        raise ProtocolError(400, "Missing Host header")
     content_length, chunked = _framing(version, fields)
     headers = fields.headers
     # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive" (§C.2.2).
@@ -120,18 +123,28 @@ def _request_line(line: bytes) -> tuple[bytes, bytes, str]:
     # RFC 9112 §3.1 (RFC 9110 §9.1): method = token.
     if not _TOKEN.match(method_b):
         raise ProtocolError(400, "Malformed request method")
-    if version_b == b"HTTP/1.1":
-        version = "1.1"
-    elif version_b == b"HTTP/1.0":
-        version = "1.0"
-    elif version_b.startswith(b"HTTP/"):
-        raise ProtocolError(505, "Only HTTP/1.0 and HTTP/1.1 are spoken here", "http_version_unsupported")
-    else:
-        raise ProtocolError(400, "Malformed request line")
+    version = _version(version_b)
     # RFC 9112 §3.2: origin-form, or the asterisk-form for a server-wide OPTIONS (§3.2.4).
     if not _TARGET.match(target_b) and not (target_b == b"*" and method_b == b"OPTIONS"):
         raise ProtocolError(400, "Malformed request target")
     return method_b, target_b, version
+
+
+def _version(version_b: bytes) -> str:
+    """"1.1" or "1.0" for a request-line's HTTP-version."""
+    if version_b == b"HTTP/1.1":
+        return "1.1"
+    if version_b == b"HTTP/1.0":
+        return "1.0"
+    # RFC 9112 §2.3: HTTP-version = HTTP-name "/" DIGIT "." DIGIT, and HTTP-name is "HTTP", case-sensitive.
+    # Anything else is not a version at all: a malformed request line.
+    if not _VERSION.match(version_b):
+        raise ProtocolError(400, "Malformed HTTP version")
+    # RFC 9110 §2.5: a higher minor version of a major we speak is read as the highest minor we know.
+    if version_b[5] == ord("1"):
+        return "1.1"
+    # RFC 9110 §15.6.6: 505 is for a (well-formed) major version the server does not support.
+    raise ProtocolError(505, "Only HTTP/1.0 and HTTP/1.1 are spoken here", "http_version_unsupported")
 
 
 def _read_fields(lines: list[bytes]) -> _Fields:
