@@ -90,9 +90,6 @@ class Channel(Protocol):
     client_ip: str
     ssl_object: ssl.SSLObject | None
 
-    @property
-    def closed(self) -> bool: ...
-
     async def read_body(self, head: RequestHead, limit: int | None) -> bytes: ...
 
 
@@ -123,20 +120,8 @@ class Request:
         self.extra_headers: list[tuple[str, str]] = []  # added to whatever response follows (rate-limit headers)
 
     @property
-    def has_body(self) -> bool:
-        return self._head.has_body
-
-    @property
-    def content_length(self) -> int | None:
-        return self._head.content_length
-
-    @property
     def tls(self) -> ssl.SSLObject | None:
         return self._channel.ssl_object
-
-    @property
-    def disconnected(self) -> bool:
-        return self._channel.closed
 
     async def body(self, limit: int | None = None) -> bytes:
         """The whole request body (Content-Length or chunked), at most ``limit`` bytes, else 413."""
