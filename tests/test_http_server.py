@@ -3,10 +3,16 @@ on the wire, flow control, and the response heads it writes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Callable
 
 import pytest
-from http_support import raw_exchange
+from http_support import FakeTransport, raw_exchange
+
+from ollama_agent_router.http.connection import Connection, Phase, ServerState
+from ollama_agent_router.http.messages import Response, ServerLimits, StreamResponse
+from ollama_agent_router.log import Logger
 
 
 @pytest.mark.parametrize(
@@ -34,3 +40,96 @@ def test_http_1_1_without_host_is_400_and_http_1_0_needs_none(stack):
     assert closed and out.startswith(b"HTTP/1.1 200 ")
     out, closed = raw_exchange(stack.port, b"GET /health HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert closed and out.startswith(b"HTTP/1.1 200 ")  # a higher minor version is read as 1.1 (RFC 9110 §2.5)
+
+
+# ---- flow control: a client that pipelines and does not read (issue 15, item 1) ----------------------------
+
+async def until(predicate: Callable[[], bool], turns: int = 2000) -> None:
+    """Let the loop run until ``predicate()``; a connection driven by hand needs no time, only turns."""
+    for _ in range(turns):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+async def settle(turns: int = 200) -> None:
+    """Let every ready callback run: afterwards nothing moves until the transport does something."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+def connect(handler, high_water: int | None = None, **limits) -> tuple[Connection, FakeTransport]:
+    conn = Connection(ServerState(handler, ServerLimits(**limits), Logger("warning")))
+    transport = FakeTransport(conn, high_water)
+    conn.connection_made(transport)
+    return conn, transport
+
+
+GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def test_answers_wait_for_a_client_that_does_not_read():
+    async def handler(req):
+        return Response(200, b"x" * 1000)
+
+    async def main() -> None:
+        conn, transport = connect(handler, high_water=16_000)
+        conn.data_received(GET * 2000)
+
+        def answered() -> int:
+            return transport.written.count(b"HTTP/1.1 200 ")
+
+        await until(lambda: transport.paused_writing)
+        await settle()
+        size = len(transport.writes[0])
+        assert answered() == 16_000 // size + 1  # the answer that crossed the high-water mark is the last one
+        assert not transport.reading and conn.phase is Phase.RESPONDING
+        while answered() < 2000:  # each time the client reads, the next few requests are answered
+            before = answered()
+            transport.drain()
+            await until(lambda: answered() > before)
+            await settle(5)
+        await until(lambda: conn.phase is Phase.IDLE)
+        assert transport.reading and not conn.buf
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_nothing_is_read_while_a_response_is_written_and_read_ahead_is_one_head():
+    release = asyncio.Event()
+
+    async def events():
+        yield b"data: 1\n\n"
+        await release.wait()
+        yield b"data: 2\n\n"
+
+    async def handler(req):
+        if req.path == "/stream":
+            return StreamResponse(200, events())
+        await release.wait()
+        return Response(200, b"ok")
+
+    async def main() -> None:
+        conn, transport = connect(handler, max_header_bytes=4096)
+        conn.data_received(b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+        await until(lambda: b"data: 1" in transport.written)
+        assert not transport.reading and conn.phase is Phase.RESPONDING
+        conn.data_received(GET)  # bytes the kernel had already handed over
+        await settle()
+        assert transport.written.count(b"HTTP/1.1 200 ") == 1 and conn.buf == GET
+        release.set()
+        await until(lambda: transport.written.count(b"HTTP/1.1 200 ") == 2)
+        assert transport.reading and conn.phase is Phase.IDLE
+        # While a request is handled the connection reads ahead, but not past one head's worth.
+        release.clear()
+        conn.data_received(GET)
+        await until(lambda: conn.phase is Phase.HANDLING)
+        for _ in range(4096 // len(GET) + 1):
+            conn.data_received(GET)
+        assert not transport.reading and len(conn.buf) <= 4096 + len(GET)
+        release.set()
+        await until(lambda: conn.phase is Phase.IDLE and not conn.buf)
+        assert transport.reading
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -169,15 +169,19 @@ class Connection(asyncio.Protocol):
         return None  # HANDLING and RESPONDING (whose write deadline is set while waiting for a drain)
 
     def _wants_bytes(self) -> bool:
-        """Whether the socket should be read now; otherwise the kernel's buffers push back on the client."""
+        """Whether to read the socket now. When not, the kernel's buffers fill and push back on the client:
+        what a connection holds is one head's worth of read-ahead plus the current body, whatever it sends."""
         phase = self.phase
         if phase is Phase.BODY:
             assert self._decoder is not None
             return self._body_waiter is not None or len(self._decoder.body) <= _UNREQUESTED_BODY_WINDOW
-        if phase is Phase.HANDLING or phase is Phase.RESPONDING:
-            # Pipelined bytes wait until the current response is done; after a broken body nothing is read.
-            return self._body_error is None and len(self.buf) <= self.limits.max_header_bytes
-        return True  # IDLE and HEAD (the head's size is checked as it comes), CLOSING (discarding)
+        if phase is Phase.RESPONDING:
+            return False  # the next request is read once this response is out
+        if phase is Phase.CLOSING:
+            return True  # discarding until the client closes
+        # IDLE, HEAD: a head bigger than the cap is refused as it comes. HANDLING: reading ahead (at most one
+        # head) is what notices a client that hangs up while its request waits. A broken body stops it all.
+        return self._body_error is None and len(self.buf) <= self.limits.max_header_bytes
 
     def _flow(self) -> None:
         transport = self.transport
@@ -295,7 +299,7 @@ class Connection(asyncio.Protocol):
             if isinstance(response, StreamResponse):
                 await self._send_stream(request, response, close)
             else:
-                self._send(request, response, close)
+                await self._send(request, response, close)
             self._finish(request, response.status, close)
         except (asyncio.CancelledError, ConnectionError):
             self._access_log(request, 499)
@@ -330,7 +334,7 @@ class Connection(asyncio.Protocol):
         connection = CLOSE if close else KEEP_ALIVE if request.version == "1.0" else b""
         return response_head(status, content_type, framing, headers, connection, request.request_id)
 
-    def _send(self, request: Request, response: Response, close: bool) -> None:
+    async def _send(self, request: Request, response: Response, close: bool) -> None:
         body = response.body
         head = self._head_bytes(
             request, response.status, response.content_type, response.headers,
@@ -338,6 +342,8 @@ class Connection(asyncio.Protocol):
         )
         assert self.transport is not None
         self.transport.write(head if request.method == "HEAD" else head + body)
+        # A client that pipelines and never reads would otherwise have every answer buffered here.
+        await self._drain()
 
     async def _send_stream(self, request: Request, response: StreamResponse, close: bool) -> None:
         chunked = request.version != "1.0"
