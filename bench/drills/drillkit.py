@@ -41,7 +41,7 @@ class RouterProcess:
     """``python -m ollama_agent_router serve`` on a fixed port, so clients can reconnect across restarts."""
 
     def __init__(self, workdir: Path, raw_config: dict, *, port: int | None = None, simulate: bool = False,
-                 log_level: str = "warning") -> None:
+                 log_level: str = "warning", open_files: int | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.config_path = workdir / "router.yaml"
@@ -49,6 +49,7 @@ class RouterProcess:
         self.log_path = workdir / "router.log"
         self.simulate = simulate
         self.log_level = log_level
+        self.open_files = open_files  # soft and hard RLIMIT_NOFILE of the router process, as with `ulimit -n`
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -59,7 +60,8 @@ class RouterProcess:
             cmd.append("--simulate")
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(self.workdir))
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(self.workdir),
+                                         preexec_fn=self._limit_open_files if self.open_files else None)
         self.starts += 1
 
         def up() -> bool:
@@ -73,6 +75,11 @@ class RouterProcess:
 
         wait_for(up, timeout=timeout, interval=0.02)
         return self
+
+    def _limit_open_files(self) -> None:  # in the child, before it starts Python
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     @property
     def pid(self) -> int:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from dataclasses import replace
 
 from ..log import Logger
 from .connection import Connection, Phase, ServerState
+from .fdlimit import AcceptErrorLog, fit_connections
 from .messages import Handler, ServerLimits
 
 
@@ -43,6 +45,9 @@ class HttpServer:
         """Start listening; returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
         state = self._state
+        # The connection cap must fit under the open-files limit, or accept() fails before the 503 can.
+        state.limits = replace(state.limits, max_connections=fit_connections(state.limits.max_connections, self.log))
+        AcceptErrorLog.install(loop, self.log)
         server = await loop.create_server(
             lambda: Connection(state), host, port, ssl=self.ssl_context, backlog=1024, reuse_address=True
         )

@@ -35,6 +35,11 @@ def test_smuggling_slow_clients_and_idle_flood(tmp_path):
         assert flood["rss_after_kb"] < flood["rss_before_kb"] * 1.5
 
 
+def test_fewer_descriptors_than_connections_lowers_the_cap_and_logs_no_traceback_flood(tmp_path):
+    out = hostile.drill_fd_limit(tmp_path, C)
+    assert not out["failures"], out
+
+
 def test_path_tricks_reach_only_the_handler_and_plane_they_should(stack_factory, tmp_path):
     stack = stack_factory(hostile.path_stack_override(tmp_path))
     result = hostile.drill_paths(stack, hostile.path_keys())
