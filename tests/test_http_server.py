@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Callable
 
+import h11
 import pytest
 from http_support import FakeTransport, raw_exchange
 
@@ -133,3 +134,29 @@ def test_nothing_is_read_while_a_response_is_written_and_read_ahead_is_one_head(
         assert transport.reading
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+# ---- response heads: nothing a handler puts in a header value can split or break the head (issue 15, item 13) --
+
+def test_control_characters_never_reach_the_response_head():
+    async def handler(req):
+        headers = [("X-Router-Task-Type", "a\x00b\r\nX: y"), ("X-Other", "caf\u00e9 \u20ac\x7f\tz\n")]
+        return Response(200, b"{}", headers, content_type="text/plain\r\nX-Evil: 1")
+
+    async def main() -> bytes:
+        conn, transport = connect(handler)
+        conn.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        await until(lambda: conn.phase is Phase.IDLE)
+        return transport.written
+
+    raw = asyncio.run(asyncio.wait_for(main(), 10))
+    head = raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert b"X-Router-Task-Type: abX: y" in head and b"X-Other: caf\xe9 ?\tz" in head
+    assert b"Content-Type: text/plainX-Evil: 1" in head
+    assert not any(line.startswith((b"X: ", b"X-Evil")) for line in head) and b"\x00" not in raw
+    # A strict client (h11, under httpx and so the openai SDK) reads it.
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "a")]))
+    client.receive_data(raw)
+    response = client.next_event()
+    assert isinstance(response, h11.Response) and dict(response.headers)[b"x-router-task-type"] == b"abX: y"

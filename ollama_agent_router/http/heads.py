@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 _STATUS_LINES = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("ascii") for s in HTTPStatus
 }
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # C0 controls but HTAB, and DEL
 CLOSE = b"Connection: close\r\n"
 KEEP_ALIVE = b"Connection: keep-alive\r\n"  # an HTTP/1.0 client assumes close unless told (RFC 9112 §C.2.2)
 
@@ -16,7 +18,13 @@ def status_line(status: int) -> bytes:
 
 
 def field_value(value: str) -> bytes:
-    return value.encode("latin-1")
+    """A header value as it may go on the wire, whatever a handler put in it: CR, LF and NUL would end or
+    split the head (response splitting, RFC 9112 §11.1; RFC 9110 §5.5 forbids them), other controls and
+    DEL are not field characters either (strict clients such as h11 refuse the response), so all are
+    dropped; a character latin-1 cannot carry becomes "?"."""
+    if _CONTROL.search(value) is not None:
+        value = _CONTROL.sub("", value)
+    return value.encode("latin-1", "replace")
 
 
 def response_head(status: int, content_type: str, framing: bytes, headers: list[tuple[str, str]],
