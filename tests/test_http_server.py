@@ -160,3 +160,26 @@ def test_control_characters_never_reach_the_response_head():
     client.receive_data(raw)
     response = client.next_event()
     assert isinstance(response, h11.Response) and dict(response.headers)[b"x-router-task-type"] == b"abX: y"
+
+
+# ---- Expect: 100-continue is for HTTP/1.1 clients only (issue 15, item 15) -----------------------------------
+
+@pytest.mark.parametrize("version,interim", [(b"HTTP/1.1", True), (b"HTTP/1.0", False)])
+def test_100_continue_only_for_http_1_1(version, interim):
+    asked = asyncio.Event()
+
+    async def handler(req):
+        asked.set()
+        return Response(200, await req.body())
+
+    async def main() -> bytes:
+        conn, transport = connect(handler)
+        conn.data_received(b"POST / " + version + b"\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        await asked.wait()  # the handler has asked for the body (and the interim reply, if any, is out)
+        conn.data_received(b"hello")
+        await until(lambda: b"hello" in transport.written)
+        return transport.written
+
+    raw = asyncio.run(asyncio.wait_for(main(), 10))
+    assert raw.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ") is interim  # RFC 9110 §10.1.1
+    assert raw.count(b"HTTP/1.1 200 ") == 1 and (b"100 Continue" in raw) is interim

@@ -109,7 +109,8 @@ def parse_head(block: bytes, max_headers: int = 100) -> RequestHead:
         keep_alive=keep_alive,
         content_length=content_length,
         chunked=chunked,
-        expect_continue=headers.get("expect", "").lower() == "100-continue",  # RFC 9110 §10.1.1
+        # RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request.
+        expect_continue=version == "1.1" and headers.get("expect", "").lower() == "100-continue",
     )
 
 
