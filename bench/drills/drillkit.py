@@ -7,6 +7,7 @@ plain checkout and the CI variants under ``tests/drills`` can import the drills 
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,6 +316,22 @@ def call(port: int, method: str, path: str, body: Any = None, headers: dict | No
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, decoded
     finally:
         conn.close()
+
+
+# ---- running a drill ----------------------------------------------------------------------------------
+
+def sized_main(doc: str, full: Any, quick: Any, run: Callable[[Any, Path], dict], report: Callable[[dict, Any], str],
+               argv: list[str] | None) -> int:
+    """``main`` of a drill with full and CI sizes (``--quick``): run it in a temporary directory, print the
+    report, the failures and the machine, exit 1 if anything failed."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the CI sizes")
+    args = ap.parse_args(argv)
+    c = quick if args.quick else full
+    with tempfile.TemporaryDirectory() as tmp:
+        out = run(c, Path(tmp))
+    print("\n".join([report(out, c)] + [f"FAIL {f}" for f in out["failures"]] + [machine()]))
+    return 1 if out["failures"] else 0
 
 
 # ---- figures ------------------------------------------------------------------------------------------

@@ -16,10 +16,8 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -450,20 +448,11 @@ def report(out: dict, c: Config) -> str:
     p = out["paths"]
     lines += ["", f"Path tricks: {p['tricks']}, wrong handler or plane: {len(p['failures'])}",
               drillkit.md_table(["request", "key", "status", "handler run", "plane asked", ""], p["rows"])]
-    lines += [f"FAIL {f}" for f in out["failures"]]
-    lines.append(drillkit.machine())
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="the CI sizes (seconds instead of a minute)")
-    args = ap.parse_args(argv)
-    c = QUICK if args.quick else FULL
-    with tempfile.TemporaryDirectory() as tmp:
-        out = run(c, Path(tmp))
-    print(report(out, c))
-    return 1 if out["failures"] else 0
+    return drillkit.sized_main(__doc__, FULL, QUICK, run, report, argv)
 
 
 if __name__ == "__main__":

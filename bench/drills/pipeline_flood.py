@@ -1,6 +1,6 @@
 """Pipeline flood: one client pipelines megabytes of ``GET /health`` and never reads an answer.
 
-    python bench/drills/pipeline_flood.py [--quick] [--megabytes 64]
+    python bench/drills/pipeline_flood.py [--quick]
 
 The real router process (``serve --simulate``; ``/health`` is served by the full app). A probe client
 first measures ``GET /health`` on its own keep-alive connection with the router idle; then the flood
@@ -15,10 +15,8 @@ for the scheduling noise of a shared machine). The router must answer normally o
 
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -166,23 +164,11 @@ def report(out: dict, c: Config) -> str:
         [[f"{out['sent_mb']} of {c.megabytes} MB", out["flood_s"], out["cpu_s"],
           f"{out['rss_before_kb']} / {out['rss_peak_kb']} / {out['rss_after_kb']}",
           f"{out['idle_p50_ms']} / {out['flood_p50_ms']}", out["flood_p99_ms"], out["probes"]]])]
-    lines += [f"FAIL {f}" for f in out["failures"]]
-    lines.append(drillkit.machine())
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="the CI sizes")
-    ap.add_argument("--megabytes", type=int, default=None)
-    args = ap.parse_args(argv)
-    c = QUICK if args.quick else FULL
-    if args.megabytes:
-        c = Config(args.megabytes, c.seconds, c.probes_idle, c.p50_slack_ms)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = run(c, Path(tmp))
-    print(report(out, c))
-    return 1 if out["failures"] else 0
+    return drillkit.sized_main(__doc__, FULL, QUICK, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -49,4 +49,4 @@ def test_path_tricks_reach_only_the_handler_and_plane_they_should(stack_factory,
 
 def test_a_client_that_pipelines_and_never_reads_is_bounded(tmp_path):
     out = pipeline_flood.run(pipeline_flood.QUICK, tmp_path)
-    assert not out["failures"], pipeline_flood.report(out, pipeline_flood.QUICK)
+    assert not out["failures"], (out["failures"], pipeline_flood.report(out, pipeline_flood.QUICK))
