@@ -183,3 +183,9 @@ def test_100_continue_only_for_http_1_1(version, interim):
     raw = asyncio.run(asyncio.wait_for(main(), 10))
     assert raw.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ") is interim  # RFC 9110 §10.1.1
     assert raw.count(b"HTTP/1.1 200 ") == 1 and (b"100 Continue" in raw) is interim
+
+
+def test_a_bad_second_request_on_a_kept_alive_connection_is_answered(stack):
+    # The first answer used to leave a "responding" flag set, so the next head's 400 (or 408) was never sent.
+    out, closed = raw_exchange(stack.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\r\n\r\n")
+    assert closed and out.startswith(b"HTTP/1.1 200 ") and out.count(b"HTTP/1.1 400 ") == 1

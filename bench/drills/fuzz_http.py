@@ -687,7 +687,9 @@ def judge_exchange(case: Case, ex: drillkit.Exchange) -> tuple[list[str], list[s
             problems.append(f"refusable request ({case.head_reject + case.server_reject}) got {seen}, "
                             f"closed={ex.closed}")
     elif case.body_reject:
-        if n > 1 or not ex.closed:
+        # A body short of its length can end inside the follower: what is left of that is a malformed request.
+        remains_refused = n == 2 and case.follower and seen[1].startswith("400")
+        if (n > 1 and not remains_refused) or not ex.closed:
             problems.append(f"broken body ({case.body_reject}) got {seen}, closed={ex.closed}")
     elif not ex.timed_out:
         first_closes = n >= 1 and (ex.responses[0].closes or (
