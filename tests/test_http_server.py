@@ -189,3 +189,27 @@ def test_a_bad_second_request_on_a_kept_alive_connection_is_answered(stack):
     # The first answer used to leave a "responding" flag set, so the next head's 400 (or 408) was never sent.
     out, closed = raw_exchange(stack.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\r\n\r\n")
     assert closed and out.startswith(b"HTTP/1.1 200 ") and out.count(b"HTTP/1.1 400 ") == 1
+
+
+def test_closing_a_connection_the_peer_already_reset_is_quiet():
+    class ResetTransport(FakeTransport):
+        def write_eof(self) -> None:
+            raise OSError(107, "Transport endpoint is not connected")
+
+    async def handler(req):
+        return Response(200, b"ok")
+
+    async def main() -> ResetTransport:
+        conn = Connection(ServerState(handler, ServerLimits(), Logger("warning")))
+        transport = ResetTransport(conn)
+        conn.connection_made(transport)
+        conn.data_received(GET + b"BROKEN\r\n\r\n")  # answered, then a 400 and a close for the second
+        task = conn.task
+        assert task is not None
+        await until(lambda: transport.closing)
+        await until(task.done)
+        assert task.exception() is None
+        return transport
+
+    transport = asyncio.run(asyncio.wait_for(main(), 10))
+    assert transport.written.count(b"HTTP/1.1 ") == 2

@@ -439,10 +439,13 @@ class Connection(asyncio.Protocol):
         if transport is None or transport.is_closing() or self.phase in (Phase.CLOSING, Phase.CLOSED):
             return
         self._to(Phase.CLOSING)
-        if transport.can_write_eof():
-            transport.write_eof()
-        else:
+        if not transport.can_write_eof():
             transport.close()
+            return
+        try:
+            transport.write_eof()
+        except OSError:  # the peer reset the connection already (ENOTCONN): nothing left to say goodbye to
+            transport.abort()
 
     def abort(self) -> None:
         self._deadline = None
