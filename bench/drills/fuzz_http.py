@@ -474,9 +474,9 @@ def report(result: dict) -> str:
              f"{', '.join(map(str, result['fds']))}",
              f"slowest live exchange: {result['tallies'][-1].figures.get('slowest exchange s')} s "
              f"(hang deadline {DEADLINE:.1f} s); wall time {result['seconds']} s; {drillkit.machine()}"]
-    for t in result["tallies"]:
-        for f in t.failures[:10]:
-            lines.append(f"FAIL {t.name}: {f}")
+    lines += [f"FAIL {t.name}: {f}" for t in result["tallies"] for f in t.failures[:10]]
+    if result["log_tail"]:
+        lines.append(f"FAIL router log, last 2,000 characters:\n{result['log_tail']}")
     return "\n".join(lines)
 
 
