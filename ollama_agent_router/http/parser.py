@@ -76,8 +76,10 @@ def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
 def parse_head(block: bytes, max_headers: int = 100) -> RequestHead:
     """Parse a request head (request line and fields, without the final blank line)."""
     # RFC 9112 §2.2: a server SHOULD ignore empty lines received before the request-line; nothing else.
-    while block.startswith(b"\r\n"):
-        block = block[2:]
+    start = 0
+    while block.startswith(b"\r\n", start):
+        start += 2
+    block = block[start:]
     lines = block.split(b"\r\n")
     method_b, target_b, version = _request_line(lines[0])
     field_lines = lines[1:]
