@@ -342,8 +342,8 @@ class Connection(asyncio.Protocol):
         )
         assert self.transport is not None
         self.transport.write(head if request.method == "HEAD" else head + body)
-        # A client that pipelines and never reads would otherwise have every answer buffered here.
-        await self._drain()
+        if self._writing_paused:  # a client that pipelines and never reads would have every answer buffered
+            await self._drain()
 
     async def _send_stream(self, request: Request, response: StreamResponse, close: bool) -> None:
         chunked = request.version != "1.0"
@@ -367,7 +367,8 @@ class Connection(asyncio.Protocol):
                     break
                 if chunk:
                     transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-                await self._drain()
+                if self._writing_paused:
+                    await self._drain()
             if chunked and not transport.is_closing():
                 transport.write(b"0\r\n\r\n")
         except ConnectionError:
@@ -383,10 +384,8 @@ class Connection(asyncio.Protocol):
                 await aclose()
 
     async def _drain(self) -> None:
-        """Wait while the transport holds more than its high-water mark, that is while the client does
-        not read; the write timeout (RESPONDING's deadline) cuts a client that never does."""
-        if not self._writing_paused:
-            return
+        """Wait while the transport holds more than its high-water mark (writing is paused), that is while
+        the client does not read; the write timeout (RESPONDING's deadline) cuts a client that never does."""
         self._drain_waiter = self.loop.create_future()
         self._arm(self.limits.write_timeout)
         try:

@@ -21,8 +21,8 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]\Z")
 _TARGET = re.compile(rb"/[\x21-\x7e]*\Z")
 # RFC 9112 §7.1: chunk-size = 1*HEXDIG (at most 16: 64 bits), then chunk-ext (§7.1.1: BWS ";" ...,
-# checked only for what must never be in a line).
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n\x00]*)?\Z")
+# checked only for what must never be in a line, and kept within a line's length), then CRLF.
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n\x00]{0,4000})?\r\n")
 # The whole field block in one C-speed pass (RFC 9112 §5: field-name ":" OWS field-value OWS, each line
 # ended by CRLF): a token, the colon with no whitespace before it (§5.1), then a value free of NUL, CR, LF
 # and controls (RFC 9110 §5.5). A line starting with whitespace (obs-fold, §5.2) fails the token.
@@ -264,15 +264,35 @@ class ChunkedDecoder:
                     self._crlf = 2
             elif self._crlf:
                 pos = self._chunk_end(data, pos)
+            elif not self._line and not self._in_trailer and (m := _CHUNK_SIZE.match(data, pos)) is not None:
+                pos = self._chunk(data, m.end(), int(m.group(1), 16))  # the common case: a whole size line
             else:
                 line, pos = self._next_line(data, pos)
                 if line is None:
                     break
                 if self._in_trailer:
                     self._trailer_line(line)
+                elif (m := _CHUNK_SIZE.match(line + b"\r\n")) is not None:
+                    pos = self._chunk(data, pos, int(m.group(1), 16))
                 else:
-                    self._size_line(line)
+                    raise ProtocolError(400, "Malformed chunk size")
         return pos
+
+    def _chunk(self, data: bytes | bytearray, pos: int, size: int) -> int:
+        """A chunk of ``size`` bytes starts at ``pos``: count it, and take it in one step if it is all here."""
+        self.decoded += size
+        if self.decoded > self.limit:
+            raise ProtocolError(413, "Request body too large", "body_too_large")
+        if not size:
+            self._in_trailer = True  # RFC 9112 §7.1: last-chunk = 1*("0") [ chunk-ext ] CRLF
+            return pos
+        if len(data) - pos < size + 2:
+            self._need = size
+            return pos
+        if data[pos + size : pos + size + 2] != b"\r\n":
+            raise ProtocolError(400, "Malformed chunked body")
+        self.body += data[pos : pos + size]
+        return pos + size + 2
 
     def _chunk_end(self, data: bytes | bytearray, pos: int) -> int:
         # RFC 9112 §7.1: chunk-data is followed by CRLF, which may arrive a byte at a time.
@@ -300,19 +320,6 @@ class ChunkedDecoder:
         line = bytes(self._line[:end])
         self._line.clear()
         return line, pos + end + 2 - start
-
-    def _size_line(self, line: bytes) -> None:
-        m = _CHUNK_SIZE.match(line)
-        if m is None:
-            raise ProtocolError(400, "Malformed chunk size")
-        size = int(m.group(1), 16)
-        self.decoded += size
-        if self.decoded > self.limit:
-            raise ProtocolError(413, "Request body too large", "body_too_large")
-        if size:
-            self._need = size
-        else:
-            self._in_trailer = True  # RFC 9112 §7.1: last-chunk = 1*("0") [ chunk-ext ] CRLF
 
     def _trailer_line(self, line: bytes) -> None:
         if not line:
