@@ -28,13 +28,14 @@ def field_value(value: str) -> bytes:
 
 
 def response_head(status: int, content_type: str, framing: bytes, headers: list[tuple[str, str]],
-                  connection: bytes = b"", request_id: str | None = None) -> bytes:
+                  connection: bytes = b"", request_id: str = "") -> bytes:
     """The whole head, blank line included. ``framing`` is the Content-Length or Transfer-Encoding line(s);
-    ``connection`` is ``CLOSE``, ``KEEP_ALIVE`` or nothing (an HTTP/1.1 keep-alive)."""
+    ``connection`` is ``CLOSE``, ``KEEP_ALIVE`` or nothing (an HTTP/1.1 keep-alive); ``request_id`` is
+    checked where it is made (``messages.Request``). Every other value goes through ``field_value``."""
     parts = [status_line(status), b"Content-Type: ", field_value(content_type), b"\r\n", framing]
-    if request_id is not None:
-        parts += (b"X-Request-Id: ", field_value(request_id), b"\r\n")
+    if request_id:
+        parts += (b"X-Request-Id: ", request_id.encode("ascii"), b"\r\n")
     for name, value in headers:
-        parts += (name.encode("latin-1"), b": ", field_value(value), b"\r\n")
+        parts += (name.encode("latin-1", "replace"), b": ", field_value(value), b"\r\n")
     parts += (connection, b"\r\n")
     return b"".join(parts)
