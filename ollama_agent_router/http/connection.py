@@ -167,32 +167,27 @@ class Connection(asyncio.Protocol):
         if phase is not CLOSED and phase is not RESPONDING:
             self._flow()
 
-    def _wants_bytes(self) -> bool:
-        """Whether to read the socket now. When not, the kernel's buffers fill and push back on the client:
-        what a connection holds is one head's worth of read-ahead plus the current body, whatever it sends."""
+    def _flow(self) -> None:
+        """Read the socket or not, as the phase says. When not, the kernel's buffers fill and push back on the
+        client: a connection holds one head's worth of read-ahead plus the current body, whatever it sends."""
         phase = self.phase
         if phase is BODY:
             assert self._decoder is not None
-            return self._body_waiter is not None or len(self._decoder.body) <= _UNREQUESTED_BODY_WINDOW
-        if phase is RESPONDING:
-            return False  # the next request is read once this response is out
-        if phase is CLOSING:
-            return True  # discarding until the client closes
-        # IDLE, HEAD: a head bigger than the cap is refused as it comes. HANDLING: reading ahead (at most one
-        # head) is what notices a client that hangs up while its request waits. A broken body stops it all.
-        return self._body_error is None and len(self.buf) <= self.limits.max_header_bytes
-
-    def _flow(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        if self._wants_bytes():
-            if self._reading_paused:
-                self._reading_paused = False
-                transport.resume_reading()
-        elif not self._reading_paused:
-            self._reading_paused = True
-            transport.pause_reading()
+            wanted = self._body_waiter is not None or len(self._decoder.body) <= _UNREQUESTED_BODY_WINDOW
+        elif phase is RESPONDING:
+            wanted = False  # the next request is read once this response is out
+        elif phase is CLOSING:
+            wanted = True  # discarding until the client closes
+        else:
+            # IDLE, HEAD: a head bigger than the cap is refused as it comes. HANDLING: reading ahead (one head
+            # at most) notices a client that hangs up while its request waits. A broken body stops it all.
+            wanted = self._body_error is None and len(self.buf) <= self.limits.max_header_bytes
+        if wanted is self._reading_paused and self.transport is not None:
+            self._reading_paused = not wanted
+            if wanted:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
 
     # ---- request head ------------------------------------------------------------------------
     def _try_head(self) -> None:

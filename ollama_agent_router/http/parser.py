@@ -58,14 +58,6 @@ class RequestHead:
         return self.chunked or bool(self.content_length)
 
 
-@dataclass(slots=True)
-class _Fields:
-    headers: dict[str, str]
-    content_lengths: list[bytes]
-    transfer_encodings: list[bytes]
-    hosts: int
-
-
 def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
     """Index just past the blank line that ends the head (RFC 9112 §2.1), or -1. ``start`` lets a caller
     resume a search where the previous one gave up, so a head that arrives in pieces is scanned once."""
@@ -76,10 +68,11 @@ def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
 def parse_head(block: bytes, max_headers: int = 100) -> RequestHead:
     """Parse a request head (request line and fields, without the final blank line)."""
     # RFC 9112 §2.2: a server SHOULD ignore empty lines received before the request-line; nothing else.
-    start = 0
-    while block.startswith(b"\r\n", start):
-        start += 2
-    block = block[start:]
+    if block.startswith(b"\r\n"):
+        start = 2
+        while block.startswith(b"\r\n", start):
+            start += 2
+        block = block[start:]
     lines = block.split(b"\r\n")
     method_b, target_b, version = _request_line(lines[0])
     field_lines = lines[1:]
@@ -88,14 +81,16 @@ def parse_head(block: bytes, max_headers: int = 100) -> RequestHead:
     nl = block.find(b"\r\n")
     if nl >= 0 and not _FIELDS.match(block, nl + 2):
         raise ProtocolError(400, _field_problem(field_lines))
-    fields = _read_fields(field_lines)
+    headers, hosts, content_lengths, transfer_encodings = _read_fields(field_lines)
     # RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with more than one, is a 400.
-    if fields.hosts > 1:
+    if hosts > 1:
         raise ProtocolError(400, "Multiple Host headers")
-    if not fields.hosts and version == "1.1":
+    if not hosts and version == "1.1":
         raise ProtocolError(400, "Missing Host header")
-    content_length, chunked = _framing(version, fields)
-    headers = fields.headers
+    content_length: int | None = None
+    chunked = False
+    if content_lengths or transfer_encodings:  # RFC 9112 §6.3 rule 6: without either, there is no body
+        content_length, chunked = _framing(version, content_lengths, transfer_encodings)
     # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive" (§C.2.2).
     connection = headers.get("connection", "").lower()
     keep_alive = "close" not in connection if version == "1.1" else "keep-alive" in connection
@@ -126,7 +121,7 @@ def _request_line(line: bytes) -> tuple[bytes, bytes, str]:
     # RFC 9112 §3.1 (RFC 9110 §9.1): method = token.
     if not _TOKEN.match(method_b):
         raise ProtocolError(400, "Malformed request method")
-    version = _version(version_b)
+    version = "1.1" if version_b == b"HTTP/1.1" else _version(version_b)
     # RFC 9112 §3.2: origin-form, or the asterisk-form for a server-wide OPTIONS (§3.2.4).
     if not _TARGET.match(target_b) and not (target_b == b"*" and method_b == b"OPTIONS"):
         raise ProtocolError(400, "Malformed request target")
@@ -135,8 +130,6 @@ def _request_line(line: bytes) -> tuple[bytes, bytes, str]:
 
 def _version(version_b: bytes) -> str:
     """"1.1" or "1.0" for a request-line's HTTP-version."""
-    if version_b == b"HTTP/1.1":
-        return "1.1"
     if version_b == b"HTTP/1.0":
         return "1.0"
     # RFC 9112 §2.3: HTTP-version = HTTP-name "/" DIGIT "." DIGIT, and HTTP-name is "HTTP", case-sensitive.
@@ -150,31 +143,34 @@ def _version(version_b: bytes) -> str:
     raise ProtocolError(505, "Only HTTP/1.0 and HTTP/1.1 are spoken here", "http_version_unsupported")
 
 
-def _read_fields(lines: list[bytes]) -> _Fields:
-    """The field lines of a head that passed the one-pass check, with the framing fields kept apart."""
-    out = _Fields({}, [], [], 0)
-    headers = out.headers
+def _read_fields(lines: list[bytes]) -> tuple[dict[str, str], int, list[bytes], list[bytes]]:
+    """The field lines of a head that passed the one-pass check: (headers, how many Host lines, the
+    Content-Length values, the Transfer-Encoding values)."""
+    headers: dict[str, str] = {}
+    hosts = 0
+    content_lengths: list[bytes] = []
+    transfer_encodings: list[bytes] = []
     for line in lines:
         name_b, _, value_b = line.partition(b":")
         value_b = value_b.strip(b" \t")  # RFC 9112 §5.1: OWS around the value is not part of it
         name = name_b.decode("ascii").lower()  # RFC 9110 §5.1: field names are case-insensitive
         if name in _FRAMING:
             if name == "content-length":
-                out.content_lengths.append(value_b)
+                content_lengths.append(value_b)
             elif name == "transfer-encoding":
-                out.transfer_encodings.append(value_b)
+                transfer_encodings.append(value_b)
             else:
-                out.hosts += 1
+                hosts += 1
         value = value_b.decode("latin-1")  # RFC 9110 §5.5: obs-text is opaque octets
         prior = headers.get(name)
         # RFC 9110 §5.3: repeated field lines combine into one comma-separated value, in order.
         headers[name] = value if prior is None else prior + ", " + value
-    return out
+    return headers, hosts, content_lengths, transfer_encodings
 
 
-def _framing(version: str, fields: _Fields) -> tuple[int | None, bool]:
-    """(Content-Length, chunked) of the body, by RFC 9112 §6.3; anything ambiguous is refused."""
-    transfer_encodings, content_lengths = fields.transfer_encodings, fields.content_lengths
+def _framing(version: str, content_lengths: list[bytes], transfer_encodings: list[bytes]) -> tuple[int | None, bool]:
+    """(Content-Length, chunked) of a body that has a framing field, by RFC 9112 §6.3; anything ambiguous is
+    refused."""
     if transfer_encodings:
         # RFC 9112 §6.3 rule 3: both framings at once ought to be handled as an error (smuggling, §11.2).
         if content_lengths:
@@ -183,8 +179,6 @@ def _framing(version: str, fields: _Fields) -> tuple[int | None, bool]:
         if version == "1.0" or len(transfer_encodings) != 1 or transfer_encodings[0].lower() != b"chunked":
             raise ProtocolError(400, "Unsupported Transfer-Encoding")
         return None, True
-    if not content_lengths:
-        return None, False  # RFC 9112 §6.3 rule 6: a request without either has no body
     # RFC 9110 §8.6: Content-Length = 1*DIGIT; repeated lines only when identical. RFC 9112 §6.3 rule 5:
     # an invalid length is an unrecoverable framing error, a 400 and a close.
     if any(v != content_lengths[0] for v in content_lengths) or not content_lengths[0].isdigit():
