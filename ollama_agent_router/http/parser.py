@@ -259,7 +259,14 @@ class ChunkedDecoder:
             elif self._crlf:
                 pos = self._chunk_end(data, pos)
             elif not self._line and not self._in_trailer and (m := _CHUNK_SIZE.match(data, pos)) is not None:
-                pos = self._chunk(data, m.end(), int(m.group(1), 16))  # the common case: a whole size line
+                size, pos = int(m.group(1), 16), m.end()  # a whole size line, matched in place
+                end = pos + size
+                if size and data[end : end + 2] == b"\r\n" and self.decoded + size <= self.limit:
+                    self.decoded += size  # and the whole chunk with it: the common case, in one step
+                    self.body += data[pos:end]
+                    pos = end + 2
+                else:
+                    pos = self._chunk(data, pos, size)
             else:
                 line, pos = self._next_line(data, pos)
                 if line is None:
