@@ -162,9 +162,7 @@ class Connection(asyncio.Protocol):
             self._deadline = None
         else:
             self._arm(seconds)
-        # RESPONDING stops reading when it first waits (a drain, a stream's next chunk): most answers are
-        # written at once and the connection is IDLE again before the loop could deliver a byte.
-        if phase is not CLOSED and phase is not RESPONDING:
+        if phase is not CLOSED and phase is not RESPONDING:  # RESPONDING reads as HANDLING did
             self._flow()
 
     def _flow(self) -> None:
@@ -174,13 +172,13 @@ class Connection(asyncio.Protocol):
         if phase is BODY:
             assert self._decoder is not None
             wanted = self._body_waiter is not None or len(self._decoder.body) <= _UNREQUESTED_BODY_WINDOW
-        elif phase is RESPONDING:
-            wanted = False  # the next request is read once this response is out
         elif phase is CLOSING:
             wanted = True  # discarding until the client closes
         else:
-            # IDLE, HEAD: a head bigger than the cap is refused as it comes. HANDLING: reading ahead (one head
-            # at most) notices a client that hangs up while its request waits. A broken body stops it all.
+            # IDLE, HEAD: a head bigger than the cap is refused as it comes. HANDLING, RESPONDING: reading ahead,
+            # one head at most, notices a client that hangs up while its request waits or its stream flows;
+            # the next request is parsed only once this response is out (and drained, see _drain). Nothing
+            # is read after a broken body.
             wanted = self._body_error is None and len(self.buf) <= self.limits.max_header_bytes
         if wanted is self._reading_paused and self.transport is not None:
             self._reading_paused = not wanted
@@ -349,7 +347,6 @@ class Connection(asyncio.Protocol):
         if prelude:
             head += b"%x\r\n%b\r\n" % (len(prelude), prelude) if chunked else prelude
         transport.write(head)
-        self._flow()  # nothing is read while the stream lasts
         chunks = response.chunks
         try:
             async for chunk in chunks:
@@ -378,7 +375,6 @@ class Connection(asyncio.Protocol):
     async def _drain(self) -> None:
         """Wait while the transport holds more than its high-water mark (writing is paused), that is while
         the client does not read; the write timeout (RESPONDING's deadline) cuts a client that never does."""
-        self._flow()  # and nothing is read meanwhile
         self._drain_waiter = self.loop.create_future()
         self._arm(self.limits.write_timeout)
         try:
