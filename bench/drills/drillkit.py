@@ -226,7 +226,6 @@ def exchange(port: int, data: bytes, *, expect: int = 1, head: Sequence[bool] = 
     started = time.monotonic()
     sock = socket.create_connection(("127.0.0.1", port), timeout=deadline,
                                     source_address=(source, 0) if source else None)
-    buf = b""
     try:
         try:
             if pace is not None:
@@ -235,52 +234,65 @@ def exchange(port: int, data: bytes, *, expect: int = 1, head: Sequence[bool] = 
                 sock.sendall(data)
         except OSError:
             pass  # the router may refuse and close while we still send; what it answered is read below
-        while len(out.responses) < expect:
-            parsed = None
-            try:
-                parsed = parse_response(buf, len(head) > len(out.responses) and head[len(out.responses)])
-            except ValueError as e:
-                out.malformed = str(e)
-                break
-            if parsed is not None:
-                response, used = parsed
-                buf = buf[used:]
-                if response.status >= 200:
-                    out.responses.append(response)
-                    if response.closes and len(head) >= len(out.responses) and head[len(out.responses) - 1]:
-                        # A HEAD request the parser refused is answered with a body: what follows is not news.
-                        out.closed = _closes_soon(sock, deadline - (time.monotonic() - started), strict=False)
-                        break
-                continue
-            left = deadline - (time.monotonic() - started)
-            if left <= 0:
-                out.timed_out = True
-                break
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                out.timed_out = True
-                break
-            except ConnectionError:
-                out.closed = True
-                break
-            if not chunk:
-                out.closed = True
-                try:
-                    parsed = parse_response(buf, len(head) > len(out.responses) and head[len(out.responses)], eof=True)
-                except ValueError as e:
-                    out.malformed = str(e)
-                if parsed is not None and parsed[0].status >= 200:
-                    out.responses.append(parsed[0])
-                break
-            buf += chunk
+        buf = _read_responses(sock, out, expect, head, started + deadline)
         if not out.closed and not out.timed_out and out.responses and out.responses[-1].closes:
-            out.closed = not buf and _closes_soon(sock, deadline - (time.monotonic() - started))
+            out.closed = not buf and _closes_soon(sock, started + deadline - time.monotonic())
     finally:
         sock.close()
     out.seconds = time.monotonic() - started
     return out
+
+
+def _read_responses(sock: socket.socket, out: Exchange, expect: int, head: Sequence[bool], until: float) -> bytes:
+    """Read into ``out`` until ``expect`` responses, a close or ``until``; returns the bytes left unread."""
+    buf = b""
+    while len(out.responses) < expect:
+        is_head = len(head) > len(out.responses) and head[len(out.responses)]
+        try:
+            parsed = parse_response(buf, is_head)
+        except ValueError as e:
+            out.malformed = str(e)
+            break
+        if parsed is not None:
+            response, used = parsed
+            buf = buf[used:]
+            if response.status >= 200:
+                out.responses.append(response)
+                if response.closes and is_head:
+                    # A HEAD request the parser refused is answered with a body: what follows is not news.
+                    out.closed = _closes_soon(sock, until - time.monotonic(), strict=False)
+                    break
+            continue
+        chunk = _recv(sock, out, until)
+        if chunk is None:
+            break
+        if not chunk:
+            out.closed = True
+            try:
+                parsed = parse_response(buf, is_head, eof=True)
+            except ValueError as e:
+                out.malformed = str(e)
+            if parsed is not None and parsed[0].status >= 200:
+                out.responses.append(parsed[0])
+            break
+        buf += chunk
+    return buf
+
+
+def _recv(sock: socket.socket, out: Exchange, until: float) -> bytes | None:
+    """The next bytes (b"" at the end of the stream), or None after a timeout or a reset (noted in ``out``)."""
+    left = until - time.monotonic()
+    if left <= 0:
+        out.timed_out = True
+        return None
+    sock.settimeout(left)
+    try:
+        return sock.recv(65536)
+    except socket.timeout:
+        out.timed_out = True
+    except ConnectionError:
+        out.closed = True
+    return None
 
 
 def _closes_soon(sock: socket.socket, left: float, strict: bool = True) -> bool:
