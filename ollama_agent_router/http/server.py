@@ -30,10 +30,6 @@ class HttpServer:
         self._servers: list[asyncio.base_events.Server] = []
 
     @property
-    def limits(self) -> ServerLimits:
-        return self._state.limits
-
-    @property
     def connections(self) -> set[Connection]:
         return self._state.connections
 
