@@ -18,7 +18,8 @@ from .api.table import RouteTable
 from .config.schema import CORE_TASK_TYPES, Config
 from .events import EventHub
 from .gpu import GpuBackend, GpuProbe
-from .http.server import HttpServer, ServerLimits
+from .http.messages import ServerLimits
+from .http.server import HttpServer
 from .jobs import JobManager
 from .log import Logger
 from .metrics import Metrics

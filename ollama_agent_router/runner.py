@@ -28,7 +28,7 @@ from .errors import HttpError
 from .events import DecisionEvent, EventHub
 from .failover import Cooldowns, after_attempt
 from .fit import context_need
-from .http.server import Response, StreamResponse
+from .http.messages import Response, StreamResponse
 from .jsonutil import JsonObject, dumps, splice_members, usage_figures
 from .log import Logger
 from .metrics import Metrics

@@ -192,13 +192,14 @@ class UpstreamResponse:
                 piece: int | None = _FIRST_PIECE
                 while True:
                     if conn.buf:
-                        rest = decoder.feed(conn.take(piece))
+                        data = conn.take(piece)
+                        used = decoder.feed(data)
                         piece = None
                         if decoder.body:
                             yield bytes(decoder.body)
                             decoder.body.clear()
                         if decoder.done:
-                            if rest or conn.buf:
+                            if used < len(data) or conn.buf:
                                 raise ValueError("bytes after the end of the reply")
                             break
                         if conn.buf:

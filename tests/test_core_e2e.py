@@ -201,7 +201,7 @@ def test_huge_header_block_is_431(stack):
 
 def test_malformed_request_line_is_400_then_close(stack):
     sock = socket.create_connection(("127.0.0.1", stack.port))
-    sock.sendall(b"BROKEN\r\n\r\nGET /health HTTP/1.1\r\n\r\n")
+    sock.sendall(b"BROKEN\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     data = b""
     while chunk := sock.recv(4096):
         data += chunk

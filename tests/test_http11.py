@@ -20,39 +20,39 @@ def test_basic_get():
 
 
 def test_keep_alive_rules():
-    assert not head("GET / HTTP/1.1\nConnection: close\n\n").keep_alive
+    assert not head("GET / HTTP/1.1\nHost: a\nConnection: close\n\n").keep_alive
     assert not head("GET / HTTP/1.0\n\n").keep_alive
     assert head("GET / HTTP/1.0\nConnection: keep-alive\n\n").keep_alive
 
 
 def test_content_length_and_chunked():
-    assert head("POST / HTTP/1.1\nContent-Length: 12\n\n").content_length == 12
-    h = head("POST / HTTP/1.1\nTransfer-Encoding: chunked\n\n")
+    assert head("POST / HTTP/1.1\nHost: a\nContent-Length: 12\n\n").content_length == 12
+    h = head("POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n")
     assert h.chunked and h.has_body
 
 
 def test_repeated_headers_are_joined():
-    assert head("GET / HTTP/1.1\nAccept: a\nAccept: b\n\n").headers["accept"] == "a, b"
+    assert head("GET / HTTP/1.1\nHost: a\nAccept: a\nAccept: b\n\n").headers["accept"] == "a, b"
 
 
 @pytest.mark.parametrize(
     "text,status",
     [
-        ("GET / HTTP/1.1\nContent-Length: 5\nTransfer-Encoding: chunked\n\n", 400),  # CL + TE
-        ("GET / HTTP/1.1\nContent-Length: 5\nContent-Length: 6\n\n", 400),  # conflicting CL
-        ("GET / HTTP/1.1\nContent-Length: 5, 5\n\n", 400),
-        ("GET / HTTP/1.1\nContent-Length: -1\n\n", 400),
-        ("GET / HTTP/1.1\nTransfer-Encoding: gzip, chunked\n\n", 400),
-        ("GET / HTTP/1.1\nTransfer-Encoding: chunked\nTransfer-Encoding: chunked\n\n", 400),
+        ("GET / HTTP/1.1\nHost: a\nContent-Length: 5\nTransfer-Encoding: chunked\n\n", 400),  # CL + TE
+        ("GET / HTTP/1.1\nHost: a\nContent-Length: 5\nContent-Length: 6\n\n", 400),  # conflicting CL
+        ("GET / HTTP/1.1\nHost: a\nContent-Length: 5, 5\n\n", 400),
+        ("GET / HTTP/1.1\nHost: a\nContent-Length: -1\n\n", 400),
+        ("GET / HTTP/1.1\nHost: a\nTransfer-Encoding: gzip, chunked\n\n", 400),
+        ("GET / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nTransfer-Encoding: chunked\n\n", 400),
         ("GET / HTTP/1.0\nTransfer-Encoding: chunked\n\n", 400),
-        ("GET / HTTP/1.1\nX: a\n folded\n\n", 400),  # obs-fold
-        ("GET / HTTP/1.1\nX : a\n\n", 400),  # space before colon
+        ("GET / HTTP/1.1\nHost: a\nX: a\n folded\n\n", 400),  # obs-fold
+        ("GET / HTTP/1.1\nHost: a\nX : a\n\n", 400),  # space before colon
         ("GET / HTTP/1.1\nHost: a\nHost: b\n\n", 400),
-        ("GET /a b HTTP/1.1\n\n", 400),
-        ("GET http://evil/ HTTP/1.1\n\n", 400),
-        ("GET / HTTP/2.0\n\n", 505),
-        ("GET / FOO/1.1\n\n", 400),
-        ("G(T / HTTP/1.1\n\n", 400),
+        ("GET / HTTP/1.1\n\n", 400),  # HTTP/1.1 without Host
+        ("GET /a b HTTP/1.1\nHost: a\n\n", 400),
+        ("GET http://evil/ HTTP/1.1\nHost: a\n\n", 400),
+        ("GET / FOO/1.1\nHost: a\n\n", 400),
+        ("G(T / HTTP/1.1\nHost: a\n\n", 400),
     ],
 )
 def test_rejects_ambiguous_heads(text, status):
@@ -61,29 +61,56 @@ def test_rejects_ambiguous_heads(text, status):
     assert e.value.status == status
 
 
-@pytest.mark.parametrize("raw", [b"GET / HTTP/1.1\r\nX: a\x00b", b"GET / HTTP/1.1\r\nX: a\rb", b"GET /\x00 HTTP/1.1"])
+@pytest.mark.parametrize("raw", [b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb",
+                                 b"GET /\x00 HTTP/1.1\r\nHost: a"])
 def test_rejects_nul_and_bare_cr(raw):
     with pytest.raises(ProtocolError):
         parse_head(raw)
 
 
+@pytest.mark.parametrize(
+    "version,status",
+    [
+        (b"HTTP/2.0", 505), (b"HTTP/3.0", 505), (b"HTTP/0.9", 505),  # well-formed, a major we do not speak
+        (b"HTTP/one.one", 400), (b"HTTP/1\xa21", 400), (b"HTTP/1.1x", 400), (b"http/1.1", 400),
+        (b"HTTP/1.10", 400), (b"HTTP/11", 400), (b"HTTP/", 400), (b"HTTP/1.", 400),
+    ],
+)
+def test_version_malformed_is_400_unsupported_is_505(version, status):
+    with pytest.raises(ProtocolError) as e:
+        parse_head(b"GET / " + version + b"\r\nHost: a")
+    assert e.value.status == status
+
+
+def test_higher_minor_version_is_read_as_http_1_1():
+    assert head("GET / HTTP/1.2\nHost: a\n\n").version == "1.1"  # RFC 9110 §2.5
+
+
+def test_host_is_required_in_http_1_1_only():
+    assert head("GET / HTTP/1.0\n\n").version == "1.0"
+    assert head("GET / HTTP/1.1\nHost:\n\n").headers["host"] == ""  # empty is allowed (RFC 9112 §3.2)
+    with pytest.raises(ProtocolError) as e:
+        head("GET / HTTP/1.1\nX-Host: a\n\n")
+    assert e.value.status == 400 and "Host" in e.value.message
+
+
 def test_too_many_headers():
-    block = ("GET / HTTP/1.1\r\n" + "".join(f"h{i}: v\r\n" for i in range(101))).encode()
+    block = ("GET / HTTP/1.1\r\nHost: a\r\n" + "".join(f"h{i}: v\r\n" for i in range(100))).encode()
     with pytest.raises(ProtocolError) as e:
         parse_head(block.rstrip(b"\r\n"), max_headers=100)
     assert e.value.status == 431
 
 
 def test_chunked_decoder_incremental_and_leftover():
-    dec = ChunkedDecoder(limit=100)
     stream = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT"
-    rest = b""
+    dec = ChunkedDecoder(limit=100)
     for i in range(len(stream)):
-        rest = dec.feed(stream[i : i + 1])
+        used = dec.feed(stream[i : i + 1])
         if dec.done:
-            rest += stream[i + 1 :]
             break
-    assert dec.done and bytes(dec.body) == b"hello world" and rest == b"NEXT"
+    assert dec.done and bytes(dec.body) == b"hello world" and used == 1 and stream[i + 1 :] == b"NEXT"
+    whole = ChunkedDecoder(limit=100)
+    assert whole.feed(stream) == len(stream) - 4 and whole.done and bytes(whole.body) == b"hello world"
 
 
 @pytest.mark.parametrize(

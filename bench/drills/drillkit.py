@@ -7,6 +7,7 @@ plain checkout and the CI variants under ``tests/drills`` can import the drills 
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,7 @@ class RouterProcess:
     """``python -m ollama_agent_router serve`` on a fixed port, so clients can reconnect across restarts."""
 
     def __init__(self, workdir: Path, raw_config: dict, *, port: int | None = None, simulate: bool = False,
-                 log_level: str = "warning") -> None:
+                 log_level: str = "warning", open_files: int | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.config_path = workdir / "router.yaml"
@@ -49,6 +51,7 @@ class RouterProcess:
         self.log_path = workdir / "router.log"
         self.simulate = simulate
         self.log_level = log_level
+        self.open_files = open_files  # soft and hard RLIMIT_NOFILE of the router process, as with `ulimit -n`
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -59,7 +62,8 @@ class RouterProcess:
             cmd.append("--simulate")
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(self.workdir))
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(self.workdir),
+                                         preexec_fn=self._limit_open_files if self.open_files else None)
         self.starts += 1
 
         def up() -> bool:
@@ -73,6 +77,11 @@ class RouterProcess:
 
         wait_for(up, timeout=timeout, interval=0.02)
         return self
+
+    def _limit_open_files(self) -> None:  # in the child, before it starts Python
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     @property
     def pid(self) -> int:
@@ -217,7 +226,6 @@ def exchange(port: int, data: bytes, *, expect: int = 1, head: Sequence[bool] = 
     started = time.monotonic()
     sock = socket.create_connection(("127.0.0.1", port), timeout=deadline,
                                     source_address=(source, 0) if source else None)
-    buf = b""
     try:
         try:
             if pace is not None:
@@ -226,52 +234,65 @@ def exchange(port: int, data: bytes, *, expect: int = 1, head: Sequence[bool] = 
                 sock.sendall(data)
         except OSError:
             pass  # the router may refuse and close while we still send; what it answered is read below
-        while len(out.responses) < expect:
-            parsed = None
-            try:
-                parsed = parse_response(buf, len(head) > len(out.responses) and head[len(out.responses)])
-            except ValueError as e:
-                out.malformed = str(e)
-                break
-            if parsed is not None:
-                response, used = parsed
-                buf = buf[used:]
-                if response.status >= 200:
-                    out.responses.append(response)
-                    if response.closes and len(head) >= len(out.responses) and head[len(out.responses) - 1]:
-                        # A HEAD request the parser refused is answered with a body: what follows is not news.
-                        out.closed = _closes_soon(sock, deadline - (time.monotonic() - started), strict=False)
-                        break
-                continue
-            left = deadline - (time.monotonic() - started)
-            if left <= 0:
-                out.timed_out = True
-                break
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                out.timed_out = True
-                break
-            except ConnectionError:
-                out.closed = True
-                break
-            if not chunk:
-                out.closed = True
-                try:
-                    parsed = parse_response(buf, len(head) > len(out.responses) and head[len(out.responses)], eof=True)
-                except ValueError as e:
-                    out.malformed = str(e)
-                if parsed is not None and parsed[0].status >= 200:
-                    out.responses.append(parsed[0])
-                break
-            buf += chunk
+        buf = _read_responses(sock, out, expect, head, started + deadline)
         if not out.closed and not out.timed_out and out.responses and out.responses[-1].closes:
-            out.closed = not buf and _closes_soon(sock, deadline - (time.monotonic() - started))
+            out.closed = not buf and _closes_soon(sock, started + deadline - time.monotonic())
     finally:
         sock.close()
     out.seconds = time.monotonic() - started
     return out
+
+
+def _read_responses(sock: socket.socket, out: Exchange, expect: int, head: Sequence[bool], until: float) -> bytes:
+    """Read into ``out`` until ``expect`` responses, a close or ``until``; returns the bytes left unread."""
+    buf = b""
+    while len(out.responses) < expect:
+        is_head = len(head) > len(out.responses) and head[len(out.responses)]
+        try:
+            parsed = parse_response(buf, is_head)
+        except ValueError as e:
+            out.malformed = str(e)
+            break
+        if parsed is not None:
+            response, used = parsed
+            buf = buf[used:]
+            if response.status >= 200:
+                out.responses.append(response)
+                if response.closes and is_head:
+                    # A HEAD request the parser refused is answered with a body: what follows is not news.
+                    out.closed = _closes_soon(sock, until - time.monotonic(), strict=False)
+                    break
+            continue
+        chunk = _recv(sock, out, until)
+        if chunk is None:
+            break
+        if not chunk:
+            out.closed = True
+            try:
+                parsed = parse_response(buf, is_head, eof=True)
+            except ValueError as e:
+                out.malformed = str(e)
+            if parsed is not None and parsed[0].status >= 200:
+                out.responses.append(parsed[0])
+            break
+        buf += chunk
+    return buf
+
+
+def _recv(sock: socket.socket, out: Exchange, until: float) -> bytes | None:
+    """The next bytes (b"" at the end of the stream), or None after a timeout or a reset (noted in ``out``)."""
+    left = until - time.monotonic()
+    if left <= 0:
+        out.timed_out = True
+        return None
+    sock.settimeout(left)
+    try:
+        return sock.recv(65536)
+    except socket.timeout:
+        out.timed_out = True
+    except ConnectionError:
+        out.closed = True
+    return None
 
 
 def _closes_soon(sock: socket.socket, left: float, strict: bool = True) -> bool:
@@ -307,6 +328,22 @@ def call(port: int, method: str, path: str, body: Any = None, headers: dict | No
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, decoded
     finally:
         conn.close()
+
+
+# ---- running a drill ----------------------------------------------------------------------------------
+
+def sized_main(doc: str, full: Any, quick: Any, run: Callable[[Any, Path], dict], report: Callable[[dict, Any], str],
+               argv: list[str] | None) -> int:
+    """``main`` of a drill with full and CI sizes (``--quick``): run it in a temporary directory, print the
+    report, the failures and the machine, exit 1 if anything failed."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the CI sizes")
+    args = ap.parse_args(argv)
+    c = quick if args.quick else full
+    with tempfile.TemporaryDirectory() as tmp:
+        out = run(c, Path(tmp))
+    print("\n".join([report(out, c)] + [f"FAIL {f}" for f in out["failures"]] + [machine()]))
+    return 1 if out["failures"] else 0
 
 
 # ---- figures ------------------------------------------------------------------------------------------

@@ -34,6 +34,16 @@ from typing import Any, Callable
 
 import drillkit
 from drillkit import TEST_CONFIG, RouterProcess, SimThread, exchange, merge
+from fuzz_cases import (
+    MALFORMED_VERSION,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    UNSUPPORTED_VERSION,
+    Case,
+    cases,
+    chunk_encode,
+    weighted,
+)
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hseed
 from hypothesis import strategies as st
@@ -44,321 +54,15 @@ from ollama_agent_router.upstream import UpstreamResponse, _Conn
 
 HEADER_TIMEOUT_MS = 500
 BODY_TIMEOUT_MS = 500
-MAX_HEADERS = 40
-MAX_HEADER_BYTES = 8192
 BODY_LIMIT = 256 * 1024
 DEADLINE = (HEADER_TIMEOUT_MS + BODY_TIMEOUT_MS) / 1000 + 3.0  # past this with no answer and no close: a hang
 
 REJECT = frozenset({400, 413, 431, 505})  # what a request the parser refuses is answered with
+VERSION_STATUS = {MALFORMED_VERSION: 400, UNSUPPORTED_VERSION: 505}  # when the version is all that is wrong
 # 5xx the router makes on purpose: refusals that tell the client to come back, and the version reply.
 INTENDED_5XX = {503: {"too_many_connections", "no_model_available", "queue_timeout", "upstream_busy",
                       "shutting_down", "ollama_unreachable", "job_store_unavailable"},
                 505: {"http_version_unsupported"}}
-FOLLOWER = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
-
-PATHS = ["/health", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
-         "/v1/models/qwen2.5-coder:7b", "/v1/jobs", "/v1/jobs/job_x", "/v1/jobs/job_x/result", "/v1/router/status",
-         "/v1/router/runtime", "/v1/router/execute", "/v1/router/jobs", "/v1/router/route",
-         "/v1/router/capabilities", "/api/chat", "/api/generate", "/api/tags", "/api/ps", "/api/version",
-         "/api/embed", "/api/show", "/api/pull", "/metrics", "/v1/admin/access/config", "/v1/messages",
-         "/v1/messages/count_tokens", "/v1/responses", "/nope"]
-BODY_ROUTES = ["/v1/chat/completions", "/api/chat", "/api/generate", "/v1/router/execute", "/v1/router/jobs",
-               "/v1/router/route", "/v1/completions", "/v1/embeddings"]
-TRICKS = ["//", "/%2e%2e/", "%2F", "/./", "/../", "%00", ";x=1", "?a=b&c=%zz", "#frag", "/", "%", "%c0%af", "%2e"]
-TOKEN = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-MODELS = [m["name"] for m in TEST_CONFIG["models"]]
-
-
-@dataclass
-class Case:
-    """One request as bytes, with what the router must do with it (unless ``mutated``)."""
-
-    raw: bytes
-    head: bytes  # the head block as parse_head sees it (without the blank line)
-    method: str
-    framing: str
-    head_reject: list[str] = field(default_factory=list)  # reasons parse_head must refuse it
-    server_reject: list[str] = field(default_factory=list)  # reasons the server refuses it before any handler
-    body_reject: list[str] = field(default_factory=list)  # reasons the body decoder refuses it
-    follower: bool = False
-    mutated: bool = False
-    chunked: bool = False
-    content_length: int | None = None
-
-    @property
-    def rejected(self) -> bool:
-        return bool(self.head_reject or self.server_reject)
-
-
-# ---- strategies ---------------------------------------------------------------------------------------
-
-def _weighted(*pairs: tuple[int, Any]) -> st.SearchStrategy:
-    return st.sampled_from([value for weight, value in pairs for _ in range(weight)])
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12,
-)
-
-
-@st.composite
-def chat_bodies(draw) -> bytes:
-    content = draw(_weighted((6, "Hello there"), (2, "Write a Python function to parse JSON"),
-                             (1, "\ud800 lone surrogate"), (1, "x" * 5000), (1, "")))
-    body: dict[str, Any] = {"messages": draw(_weighted(
-        (8, [{"role": "user", "content": content}]), (1, []), (1, [{"content": content}]), (1, "nope"),
-        (1, [{"role": "user", "content": [{"type": "text", "text": content}]}])))}
-    if draw(st.integers(0, 9)):
-        body["model"] = draw(_weighted((6, "auto"), (2, MODELS[0]), (1, "no-such-model"), (1, 5)))
-    if draw(st.integers(0, 3)) == 0:
-        body["stream"] = draw(_weighted((4, True), (2, False), (1, "yes")))
-    if draw(st.integers(0, 2)) == 0:
-        router: dict[str, Any] = {}
-        for key, values in (("mode", ["auto", "sync", "async", "bogus", 1]),
-                            ("taskType", ["simple_chat", "code_generate", "agentic_reasoning", "nope", None]),
-                            ("priority", ["low", "normal", "high", "urgent"]),
-                            ("allowAsync", [True, False, "no"]),
-                            ("maxQueueTimeMs", [0, 1, 50, -5, 10**12, "x"]),
-                            ("maxExecutionTimeMs", [1, 100, -1, 10**15]),
-                            ("preferredModels", [MODELS[:2], ["x"], "x"]),
-                            ("forbiddenModels", [MODELS[1:], []]),
-                            ("requireGpuOnly", [True, False]), ("explain", [True, 3])):
-            if draw(st.booleans()):
-                router[key] = draw(st.sampled_from(values))
-        body["router"] = draw(_weighted((5, router), (1, "router"), (1, None)))
-    if draw(st.integers(0, 5)) == 0:
-        body["tools"] = draw(_weighted((2, [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-                                       (1, "tools"), (1, [1, 2])))
-    if draw(st.integers(0, 5)) == 0:
-        body["extra"] = draw(json_values)
-    return json.dumps(body).encode()
-
-
-@st.composite
-def bodies(draw) -> bytes:
-    kind = draw(_weighted((10, "chat"), (3, "json"), (2, "deep"), (2, "bad-json"), (2, "bad-utf8"), (1, "binary"),
-                          (2, "empty"), (1, "kong")))
-    if kind == "chat":
-        return draw(chat_bodies())
-    if kind == "json":
-        return json.dumps(draw(json_values)).encode()
-    if kind == "deep":
-        depth = draw(st.integers(150, 3000))
-        opener, closer = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
-        inner = opener * depth + b"1" + closer * depth
-        return b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"x":' + inner + b"}"
-    if kind == "bad-json":
-        return draw(_weighted((1, b"{nope"), (1, b'{"messages":[}'), (1, b"[1,2"), (1, b"\x00"),
-                              (1, b'{"a":1}{"b":2}'), (1, b"NaN"), (1, b'{"messages": [{"role": "user", "content": "x"}]')))
-    if kind == "bad-utf8":
-        return b'{"model":"auto","messages":[{"role":"user","content":"' + draw(
-            _weighted((1, b"\xff\xfe"), (1, b"\xc0\xaf"), (1, b"\xed\xa0\x80"), (1, b"\x80"))) + b'"}]}'
-    if kind == "binary":
-        return draw(st.binary(max_size=300))
-    if kind == "kong":
-        return json.dumps({"model": draw(st.sampled_from(MODELS + ["x"])), "taskType": "simple_chat",
-                           "request": {"messages": [{"role": "user", "content": "hi"}],
-                                       "stream": draw(st.booleans())}}).encode()
-    return b""
-
-
-def _case_of(name: str, rng: random.Random) -> str:
-    return "".join(c.upper() if rng.random() < 0.3 else c for c in name)
-
-
-def chunk_encode(body: bytes, cuts: list[int], rng: random.Random, trailers: bool) -> bytes:
-    """``body`` in chunked framing, cut at ``cuts``, with the odd extension and upper-case hex."""
-    out = bytearray()
-    points = sorted({c for c in cuts if 0 < c < len(body)}) + [len(body)]
-    start = 0
-    for end in points:
-        if end == start:
-            continue
-        size = f"{end - start:X}" if rng.random() < 0.3 else f"{end - start:x}"
-        ext = ";ext=1" if rng.random() < 0.1 else ""
-        out += f"{size}{ext}\r\n".encode() + body[start:end] + b"\r\n"
-        start = end
-    out += b"0\r\n" + (b"X-Trailer: 1\r\n" if trailers else b"") + b"\r\n"
-    return bytes(out)
-
-
-@st.composite
-def cases(draw) -> Case:
-    rng = draw(st.randoms(use_true_random=True))
-    reasons_head: list[str] = []
-    reasons_server: list[str] = []
-    reasons_body: list[str] = []
-
-    method = draw(_weighted((10, "POST"), (6, "GET"), (1, "HEAD"), (1, "OPTIONS"), (1, "PUT"), (1, "DELETE"),
-                            (1, "PATCH"), (1, "TRACE"), (1, "get"), (1, "G(T"), (1, "")))
-    if not method or "(" in method:
-        reasons_head.append("bad method")
-    path = draw(st.sampled_from(BODY_ROUTES if method == "POST" and rng.random() < 0.7 else PATHS))
-    if rng.random() < 0.15:
-        trick = rng.choice(TRICKS)
-        cut = rng.randrange(1, len(path) + 1)
-        path = path[:cut] + trick + path[cut:]
-    target = path.encode()
-    odd_target = draw(_weighted((60, None), (1, b"http://x/health"), (1, b"health"), (1, b"/he\x7flth"),
-                                (1, b"/\xff"), (1, b"*"), (1, b"/a b")))
-    if odd_target is not None:
-        target = odd_target
-        if target == b"/a b":
-            reasons_head.append("space in target")
-        elif not (target == b"*" and method == "OPTIONS"):
-            reasons_head.append("bad target")
-    version = draw(_weighted((40, b"HTTP/1.1"), (4, b"HTTP/1.0"), (1, b"HTTP/2.0"), (1, b"HTTP/1.2"),
-                             (1, b"http/1.1"), (1, b"HTTP/1.1x")))
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        reasons_head.append("bad version")
-
-    body = draw(bodies()) if method in ("POST", "PUT", "PATCH") or rng.random() < 0.1 else b""
-    headers: list[tuple[bytes, bytes]] = []
-    if rng.random() < 0.95:
-        headers.append((b"Host", b"localhost"))
-    if headers and rng.random() < 0.03:
-        headers.append((b"host", b"y"))
-        reasons_head.append("two Host headers")
-    if body and rng.random() < 0.8:
-        headers.append((b"Content-Type", rng.choice([b"application/json", b"text/plain", b"x/\xff"])))
-    for _ in range(draw(st.integers(0, 6))):
-        headers.append(draw(_weighted(
-            (3, (b"Accept", b"*/*")), (2, (b"Connection", b"keep-alive")), (1, (b"Connection", b"close")),
-            (1, (b"Connection", b"Keep-Alive, Upgrade")), (1, (b"Expect", b"100-continue")),
-            (1, (b"X-Request-Id", b"abc-123")), (1, (b"X-Request-Id", b"\xe9\xe9 bad")),
-            (1, (b"Authorization", b"Bearer sk-none")), (1, (b"Authorization", b"Basic \xff\xfe")),
-            (1, (b"X-Forwarded-For", b"1.2.3.4, ::ffff:10.0.0.1, nonsense")),
-            (1, (b"Origin", b"https://evil.example")), (1, (b"Accept", b"")),
-        )))
-    for _ in range(draw(_weighted((8, 0), (1, 1), (1, 3)))):
-        name = "".join(rng.choice(TOKEN) for _ in range(rng.randint(1, 16))).encode()
-        if name.lower() in (b"host", b"content-length", b"transfer-encoding"):
-            name = b"x-" + name
-        value = bytes(rng.choice([9] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100)))
-                      for _ in range(rng.randint(0, 30)))
-        headers.append((name, value))
-    hostile = draw(_weighted((40, None), (1, "nul"), (1, "bare-cr"), (1, "ctl"), (1, "space-name"), (1, "no-colon"),
-                             (1, "empty-name"), (1, "fold"), (1, "many"), (1, "big")))
-    if hostile == "nul":
-        headers.append((b"X-Nul", b"a\x00b"))
-    elif hostile == "bare-cr":
-        headers.append((b"X-Cr", b"a\rb"))
-    elif hostile == "ctl":
-        headers.append((b"X-Ctl", b"a\x1bb"))
-    elif hostile == "space-name":
-        headers.append((b"X Name", b"v"))
-    elif hostile == "no-colon":
-        headers.append((b"NoColon", None))  # type: ignore[arg-type]
-    elif hostile == "empty-name":
-        headers.append((b"", b"v"))
-    elif hostile == "many":
-        headers += [(b"X-H%d" % i, b"v") for i in range(MAX_HEADERS + 5)]
-    elif hostile == "big":
-        headers.append((b"X-Big", b"a" * (MAX_HEADER_BYTES + 100)))
-    if hostile in ("nul", "bare-cr", "ctl", "space-name", "no-colon", "empty-name", "fold"):
-        reasons_head.append(f"header: {hostile}")
-
-    framing = draw(_weighted(
-        (60, "cl"), (30, "chunked"), (20, "none"), (10, "cl0"), (5, "dup-cl-same"), (6, "cl+te"), (6, "te+cl"),
-        (6, "dup-cl-diff"), (3, "cl-list"), (6, "cl-bad"), (3, "cl-huge"), (6, "te-bad"), (3, "te-dup"),
-        (3, "te-space-name"), (3, "te-fold"), (6, "chunk-huge"), (6, "chunk-bad"), (1, "cl-short"),
-    ))
-    chunked = False
-    content_length: int | None = None
-    cl_name = _case_of("content-length", rng).encode()
-    te_name = _case_of("transfer-encoding", rng).encode()
-    fold_at: int | None = None
-    if framing == "none":
-        payload = b""
-    elif framing in ("cl", "dup-cl-same"):
-        payload = body
-        headers.append((cl_name, b"%d" % len(body)))
-        if framing == "dup-cl-same":
-            headers.append((cl_name, b"%d" % len(body)))
-        content_length = len(body)
-    elif framing == "cl0":
-        payload = b""
-        headers.append((cl_name, b"0"))
-        content_length = 0
-    elif framing == "cl-short":
-        payload = body[: len(body) // 2]  # promises more than it sends: the body timeout must end it
-        headers.append((cl_name, b"%d" % (len(body) + 10)))
-        content_length = len(body) + 10
-        reasons_body.append("body never completes")
-    elif framing in ("chunked", "chunk-huge", "chunk-bad"):
-        cuts = [rng.randrange(len(body) + 1) for _ in range(rng.randint(0, 4))]
-        payload = chunk_encode(body, cuts, rng, rng.random() < 0.1)
-        headers.append((te_name, rng.choice([b"chunked", b"Chunked", b" chunked "])))
-        chunked = True
-        if framing == "chunk-huge":
-            payload = rng.choice([b"FFFFFFFFFFFFFFFF", b"7fffffffffffffff", b"40001"]) + b"\r\n" + payload
-            reasons_body.append("huge chunk")
-        elif framing == "chunk-bad":
-            payload = rng.choice([b"-1\r\n", b" 5\r\nhello\r\n", b"5\r\nhelloXX", b"zz\r\n", b"11111111111111111\r\n",
-                                  b"5\r\nhel\x00o\r\n0\r\nbad trailer\r\n\r\n", b"5;\x00\r\nhello\r\n"]) + payload
-            reasons_body.append("malformed chunk")
-        if version == b"HTTP/1.0":
-            reasons_head.append("chunked on HTTP/1.0")
-    else:  # smuggling shapes: the head itself must be refused
-        payload = body
-        reasons_head.append(framing)
-        if framing in ("cl+te", "te+cl"):
-            pair = [(cl_name, b"%d" % len(body)), (te_name, b"chunked")]
-            headers += pair if framing == "cl+te" else pair[::-1]
-        elif framing == "dup-cl-diff":
-            headers += [(cl_name, b"%d" % len(body)), (cl_name, b"%d" % (len(body) + 1))]
-        elif framing == "cl-list":
-            headers.append((cl_name, b"%d, %d" % (len(body), len(body))))
-        elif framing == "cl-bad":
-            headers.append((cl_name, rng.choice([b"+5", b"-1", b"0x10", b"5.0", b"1 2", b"", b"\xd9\xa3"])))
-        elif framing == "cl-huge":
-            headers.append((cl_name, b"9" * rng.randint(19, 40)))
-        elif framing == "te-bad":
-            headers.append((te_name, rng.choice([b"chunked, chunked", b"gzip, chunked", b"identity", b"chunked;q=1",
-                                                 b"xchunked", b"chunked\x0b", b"gzip"])))
-        elif framing == "te-dup":
-            headers += [(te_name, b"chunked"), (te_name, b"chunked")]
-        elif framing == "te-space-name":
-            headers.append((te_name + b" ", b"chunked"))
-        elif framing == "te-fold":
-            headers.append((te_name, b""))
-            fold_at = len(headers) - 1
-    if hostile == "fold":
-        fold_at = rng.randrange(len(headers)) if headers else None
-        if fold_at is None:
-            reasons_head.remove("header: fold")
-
-    lines = [method.encode() + b" " + target + b" " + version]
-    for i, (name, value) in enumerate(headers):
-        lines.append(name if value is None else name + b": " + value)
-        if i == fold_at:
-            lines.append(b" chunked" if framing == "te-fold" else b"\tfolded")
-    head = b"\r\n".join(lines)
-    if len(head) > MAX_HEADER_BYTES:
-        reasons_server.append("header block too large")
-    if len(headers) > MAX_HEADERS:
-        reasons_server.append("too many headers")
-    raw = head + b"\r\n\r\n" + payload
-    follower = rng.random() < 0.3
-    if follower:
-        raw += FOLLOWER
-    case = Case(raw, head, method, framing, reasons_head, reasons_server, reasons_body, follower,
-                chunked=chunked, content_length=content_length)
-    mutation = draw(_weighted((12, None), (1, "insert"), (1, "delete"), (1, "flip")))
-    if mutation is not None:
-        data = bytearray(raw)
-        at = rng.randrange(len(data) + 1)
-        if mutation == "insert":
-            data[at:at] = rng.choice([b"\x00", b"\r", b"\n", b" ", b"\t", b"\xff", b":", b"\r\n", b"\r\n "])
-        elif mutation == "delete":
-            del data[at:at + rng.randint(1, 8)]
-        elif data:
-            data[min(at, len(data) - 1)] ^= 1 << rng.randrange(8)
-        case.raw = bytes(data)
-        case.mutated = True
-    return case
 
 
 def _settings(n: int, seed: int | None) -> Callable[[Callable], Callable]:
@@ -403,6 +107,9 @@ def fuzz_parser(n: int, seed: int | None = None) -> Tally:
             if case is not None and not case.mutated and not case.head_reject and not (
                     e.status == 431 and "too many headers" in case.server_reject):
                 tally.fail(f"refused a valid head ({e.message}): {block[:300]!r}")
+            if case is not None and not case.mutated and len(case.head_reject) == 1 and (
+                    VERSION_STATUS.get(case.head_reject[0], e.status) != e.status):
+                tally.fail(f"{case.head_reject[0]} answered {e.status}: {block[:300]!r}")
             return
         except Exception as e:  # noqa: BLE001 - a crash is exactly what the fuzzer looks for
             tally.fail(f"crash {type(e).__name__}: {e} for {block[:200]!r}")
@@ -438,12 +145,11 @@ def fuzz_parser(n: int, seed: int | None = None) -> Tally:
 
 def _decode(pieces: list[bytes], limit: int) -> tuple:
     dec = ChunkedDecoder(limit)
-    rest = b""
     try:
         for i, piece in enumerate(pieces):
-            rest = dec.feed(piece)
+            used = dec.feed(piece)
             if dec.done:
-                return "done", bytes(dec.body), rest + b"".join(pieces[i + 1:])
+                return "done", bytes(dec.body), piece[used:] + b"".join(pieces[i + 1:])
         return "partial", bytes(dec.body), b""
     except ProtocolError as e:
         return "error", e.status, len(dec.body) <= limit
@@ -530,7 +236,7 @@ def upstream_streams(draw) -> tuple[bytes, bytes, bool, bool]:
     native = draw(st.booleans())
     events: list[bytes] = []
     for _ in range(draw(st.integers(0, 8))):
-        kind = draw(_weighted((6, "delta"), (1, "usage"), (1, "junk"), (1, "error")))
+        kind = draw(weighted((6, "delta"), (1, "usage"), (1, "junk"), (1, "error")))
         if native:
             obj = {"message": {"content": draw(st.text(max_size=10))}, "done": False}
             if kind == "error":
@@ -547,7 +253,7 @@ def upstream_streams(draw) -> tuple[bytes, bytes, bool, bool]:
     cuts = draw(st.lists(st.integers(0, len(body)), max_size=8))
     wire = chunk_encode(body, cuts, draw(st.randoms(use_true_random=True)), False)
     well_formed = True
-    mutation = draw(_weighted((6, None), (1, "truncate"), (1, "flip"), (1, "size")))
+    mutation = draw(weighted((6, None), (1, "truncate"), (1, "flip"), (1, "size")))
     if mutation == "truncate":
         wire = wire[: draw(st.integers(0, len(wire)))]
         well_formed = False
@@ -561,36 +267,39 @@ def upstream_streams(draw) -> tuple[bytes, bytes, bool, bool]:
     return wire, body, well_formed, native
 
 
+async def _relay_one(wire: bytes, splits: list[int], native: bool, stop_early: bool
+                     ) -> tuple[bytes, StreamStats, int, int]:
+    """(what the client got, the stream's stats, times on_end ran, times the connection was given back)."""
+    conn = _Conn()
+    conn.connection_made(_Transport())  # type: ignore[arg-type]
+
+    async def feed() -> None:  # the bytes arrive in pieces, as from a socket
+        for piece in _split(wire, splits):
+            conn.data_received(piece)
+            await asyncio.sleep(0)
+        conn.eof_received()
+
+    feeder = asyncio.ensure_future(feed())
+    pool = _Pool()
+    resp = UpstreamResponse(pool, conn, 200, {"transfer-encoding": "chunked"}, None)  # type: ignore[arg-type]
+    stats = StreamStats()
+    ended = []
+    gen = relay(resp, OLLAMA_NDJSON if native else OPENAI_SSE, stats, time.perf_counter,
+                    on_end=lambda: ended.append(1))
+    out = bytearray()
+    async for chunk in gen:
+        out += chunk
+        if stop_early and len(out) > 20:
+            break
+    await gen.aclose()
+    await feeder
+    return bytes(out), stats, len(ended), pool.given_back
+
+
 def fuzz_relay(n: int, seed: int | None = None) -> Tally:
     """Hostile upstream bytes through UpstreamResponse.chunks and relay(): only UpstreamError inside, the
     client's stream ends in [DONE]/done or an error event, on_end runs once, the connection is given back."""
     tally = Tally("upstream reader + relay")
-
-    async def run_one(wire: bytes, splits: list[int], native: bool, stop_early: bool
-                      ) -> tuple[bytes, StreamStats, int, int]:
-        conn = _Conn()
-        conn.connection_made(_Transport())  # type: ignore[arg-type]
-
-        async def feed() -> None:  # the bytes arrive in pieces, as from a socket
-            for piece in _split(wire, splits):
-                conn.data_received(piece)
-                await asyncio.sleep(0)
-            conn.eof_received()
-
-        feeder = asyncio.ensure_future(feed())
-        pool = _Pool()
-        resp = UpstreamResponse(pool, conn, 200, {"transfer-encoding": "chunked"}, None)  # type: ignore[arg-type]
-        stats = StreamStats()
-        ended = []
-        gen = relay(resp, OLLAMA_NDJSON if native else OPENAI_SSE, stats, time.perf_counter, on_end=lambda: ended.append(1))
-        out = bytearray()
-        async for chunk in gen:
-            out += chunk
-            if stop_early and len(out) > 20:
-                break
-        await gen.aclose()
-        await feeder
-        return bytes(out), stats, len(ended), pool.given_back
 
     @_settings(n, seed)
     @given(upstream_streams(), st.lists(st.integers(0, 2000), max_size=6), st.integers(0, 9))
@@ -599,7 +308,7 @@ def fuzz_relay(n: int, seed: int | None = None) -> Tally:
         tally.cases += 1
         stop_early = early == 0
         try:
-            out, stats, ended, given_back = asyncio.run(run_one(wire, splits, native, stop_early))
+            out, stats, ended, given_back = asyncio.run(_relay_one(wire, splits, native, stop_early))
         except Exception as e:  # noqa: BLE001
             tally.fail(f"crash {type(e).__name__}: {e} on {wire[:200]!r}")
             return
@@ -684,7 +393,9 @@ def judge_exchange(case: Case, ex: drillkit.Exchange) -> tuple[list[str], list[s
             problems.append(f"refusable request ({case.head_reject + case.server_reject}) got {seen}, "
                             f"closed={ex.closed}")
     elif case.body_reject:
-        if n > 1 or not ex.closed:
+        # A body short of its length can end inside the follower: what is left of that is a malformed request.
+        remains_refused = n == 2 and case.follower and seen[1].startswith("400")
+        if (n > 1 and not remains_refused) or not ex.closed:
             problems.append(f"broken body ({case.body_reject}) got {seen}, closed={ex.closed}")
     elif not ex.timed_out:
         first_closes = n >= 1 and (ex.responses[0].closes or (
@@ -776,9 +487,9 @@ def report(result: dict) -> str:
              f"{', '.join(map(str, result['fds']))}",
              f"slowest live exchange: {result['tallies'][-1].figures.get('slowest exchange s')} s "
              f"(hang deadline {DEADLINE:.1f} s); wall time {result['seconds']} s; {drillkit.machine()}"]
-    for t in result["tallies"]:
-        for f in t.failures[:10]:
-            lines.append(f"FAIL {t.name}: {f}")
+    lines += [f"FAIL {t.name}: {f}" for t in result["tallies"] for f in t.failures[:10]]
+    if result["log_tail"]:
+        lines.append(f"FAIL router log, last 2,000 characters:\n{result['log_tail']}")
     return "\n".join(lines)
 
 

@@ -16,10 +16,8 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,12 +70,14 @@ class Config:
     max_connections: int
     slow_clients: int
     flood: int  # connections opened at once, well over max_connections
+    open_files: int  # the router's descriptor limit in the fd drill (which keeps the default connection cap)
     byte_interval: float = 1.0  # seconds between the bytes a slow client sends
 
 
-FULL = Config(header_timeout_ms=3000, body_timeout_ms=3000, max_connections=500, slow_clients=200, flood=2000)
+FULL = Config(header_timeout_ms=3000, body_timeout_ms=3000, max_connections=500, slow_clients=200, flood=2000,
+              open_files=1024)
 QUICK = Config(header_timeout_ms=1500, body_timeout_ms=1500, max_connections=60, slow_clients=20, flood=200,
-               byte_interval=0.5)
+               open_files=256, byte_interval=0.5)
 
 
 def router_config(c: Config) -> dict:
@@ -184,7 +184,7 @@ async def _flood_one(port: int, fat: bool, opened: asyncio.Event) -> tuple[str, 
         return f"connect failed: {e}", 0.0
     started = time.monotonic()
     if fat:
-        writer.write(b"GET /health HTTP/1.1\r\nX-Fat: " + b"a" * (15 * 1024))  # an unfinished head near the cap
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Fat: " + b"a" * (15 * 1024))  # an unfinished head near the cap
     await opened.wait()
     try:
         data = await asyncio.wait_for(reader.read(), timeout=30)
@@ -201,19 +201,22 @@ async def _flood_one(port: int, fat: bool, opened: asyncio.Event) -> tuple[str, 
     return data[:60].decode("latin-1"), elapsed
 
 
-async def drill_flood(router: RouterProcess, c: Config, fat: bool) -> dict:
-    port = router.port
-    rss_before = router.rss_kb()
-    opened = asyncio.Event()
-    tasks = [asyncio.ensure_future(_flood_one(port, fat, opened)) for _ in range(c.flood)]
-
-    # Wait until the router has taken the flood in (its fd count holds still), then sample its memory.
+async def _taken_in(router: RouterProcess) -> None:
+    """Wait until the router has taken a flood in: its descriptor count holds still."""
     last, stable_since, give_up = -1, time.monotonic(), time.monotonic() + 20
     while time.monotonic() - stable_since < 0.3 and time.monotonic() < give_up:
         await asyncio.sleep(0.05)
         now = router.fds()
         if now != last:
             last, stable_since = now, time.monotonic()
+
+
+async def drill_flood(router: RouterProcess, c: Config, fat: bool) -> dict:
+    port = router.port
+    rss_before = router.rss_kb()
+    opened = asyncio.Event()
+    tasks = [asyncio.ensure_future(_flood_one(port, fat, opened)) for _ in range(c.flood)]
+    await _taken_in(router)
     rss_peak = router.rss_kb()
     opened.set()
     results = await asyncio.gather(*tasks)
@@ -240,6 +243,49 @@ async def drill_flood(router: RouterProcess, c: Config, fat: bool) -> dict:
     return {"flood": c.flood, "cap": c.max_connections, "fat": fat, "outcomes": outcomes,
             "rss_before_kb": rss_before, "rss_peak_kb": rss_peak, "rss_after_kb": router.rss_kb(),
             "alive": router.alive(), "failures": failures}
+
+
+# ---- fewer descriptors than connections -------------------------------------------------------------------
+
+def drill_fd_limit(workdir: Path, c: Config) -> dict:
+    """A router under ``ulimit -n`` of ``c.open_files`` (soft and hard) with the default connection cap, and
+    more idle clients than descriptors: the cap is lowered to fit (and logged), clients over it get the 503,
+    accept() failing for want of a descriptor is logged as a count, not a traceback each, and the router
+    serves again once the clients leave."""
+    workdir.mkdir(exist_ok=True)
+    config = merge(TEST_CONFIG, {"server": {"host": "127.0.0.1", "headerTimeoutMs": c.header_timeout_ms}})
+    router = RouterProcess(workdir, config, simulate=True, open_files=c.open_files).start()
+    started = time.monotonic()
+    try:
+        outcomes = asyncio.run(_fd_flood(router, c.open_files + 100))
+        serving = drillkit.call(router.port, "GET", "/health", timeout=10)[0] == 200
+    finally:
+        router.stop()
+    seconds = time.monotonic() - started
+    log = router.log_text()
+    out = {"open_files": c.open_files, "clients": c.open_files + 100, "outcomes": outcomes, "serving": serving,
+           "cap_logged": '"max_connections_lowered"' in log, "tracebacks": log.count("Traceback"),
+           "accept_lines": log.count('"accept_failed"'), "log_kb": round(len(log) / 1024, 1),
+           "seconds": round(seconds, 1)}
+    failures = []
+    if not outcomes.get("refused 503") or set(outcomes) - {"refused 503", "closed idle"}:
+        failures.append(f"{out['clients']} idle clients under ulimit -n {c.open_files}: {outcomes}")
+    if not out["cap_logged"] or out["tracebacks"] or out["accept_lines"] > seconds / 10 + 2 or not serving:
+        failures.append(f"cap logged: {out['cap_logged']}, tracebacks: {out['tracebacks']}, accept_failed lines: "
+                        f"{out['accept_lines']} in {seconds:.0f}s, serving after: {serving}")
+    out["failures"] = failures
+    return out
+
+
+async def _fd_flood(router: RouterProcess, clients: int) -> dict[str, int]:
+    opened = asyncio.Event()
+    tasks = [asyncio.ensure_future(_flood_one(router.port, False, opened)) for _ in range(clients)]
+    await _taken_in(router)
+    opened.set()
+    outcomes: dict[str, int] = {}
+    for outcome, _ in await asyncio.gather(*tasks):
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
 
 
 # ---- path tricks (in-process, instrumented) ------------------------------------------------------------------
@@ -369,6 +415,7 @@ def run(c: Config, workdir: Path) -> dict:
         out["flood_fat"] = asyncio.run(drill_flood(router, c, fat=True))
     finally:
         router.stop()
+    out["fd_limit"] = drill_fd_limit(workdir / "fd-limit", c)
     stack = Stack(path_stack_override(workdir)).start()
     try:
         out["paths"] = drill_paths(stack, path_keys())
@@ -395,23 +442,18 @@ def report(out: dict, c: Config) -> str:
         lines.append(f"{'Fat' if f['fat'] else 'Idle'} flood: {f['flood']} connections, cap {f['cap']}: {f['outcomes']};"
                      f" RSS {f['rss_before_kb']} -> {f['rss_peak_kb']} (flood held) -> {f['rss_after_kb']} kB; "
                      f"router alive: {f['alive']}")
+    f = out["fd_limit"]
+    lines.append(f"ulimit -n {f['open_files']}, {f['clients']} idle clients: {f['outcomes']}; cap lowered and logged: "
+                 f"{f['cap_logged']}; accept_failed lines: {f['accept_lines']}, tracebacks: {f['tracebacks']}, "
+                 f"log {f['log_kb']} kB in {f['seconds']} s; serving after: {f['serving']}")
     p = out["paths"]
     lines += ["", f"Path tricks: {p['tricks']}, wrong handler or plane: {len(p['failures'])}",
               drillkit.md_table(["request", "key", "status", "handler run", "plane asked", ""], p["rows"])]
-    lines += [f"FAIL {f}" for f in out["failures"]]
-    lines.append(drillkit.machine())
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="the CI sizes (seconds instead of a minute)")
-    args = ap.parse_args(argv)
-    c = QUICK if args.quick else FULL
-    with tempfile.TemporaryDirectory() as tmp:
-        out = run(c, Path(tmp))
-    print(report(out, c))
-    return 1 if out["failures"] else 0
+    return drillkit.sized_main(__doc__, FULL, QUICK, run, report, argv)
 
 
 if __name__ == "__main__":

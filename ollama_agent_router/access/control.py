@@ -26,7 +26,7 @@ from typing import NoReturn
 from ..config.reader import ConfigError
 from ..config.schema import PLANES, ApiKey, Config, ManagedAccess, PlaneConfig, TrafficLimit
 from ..errors import HttpError, not_found
-from ..http.server import Request
+from ..http.messages import Request
 from ..jsonutil import parse_iso
 from ..log import Logger
 from ..metrics import Metrics

@@ -24,7 +24,7 @@ from ..config.parse import parse_api_key, parse_managed_access
 from ..config.reader import ConfigError
 from ..config.schema import PLANES, ApiKey, ManagedAccess
 from ..errors import HttpError
-from ..http.server import Request, Response, json_response
+from ..http.messages import Request, Response, json_response
 from ..jsonutil import iso_ms
 from .bodies import read_json_object
 from .table import Route

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config.schema import Config
 from ..errors import HttpError
-from ..http.server import Request, Response, StreamResponse, json_response
+from ..http.messages import Request, Response, StreamResponse, json_response
 from ..jsonutil import dumps
 from ..relay import ANTHROPIC_SSE
 from ..runner import Call, Renderer, Runner, forward_body

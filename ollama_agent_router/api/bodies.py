@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..errors import HttpError
-from ..http.server import Request
+from ..http.messages import Request
 from ..jsonutil import JsonLimit, parse_json_sliced
 
 # Deeper JSON is refused: re-encoding it later (forwarding, storing a job) could hit Python's recursion limit.

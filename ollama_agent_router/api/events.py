@@ -25,7 +25,7 @@ from .. import __version__
 from ..config.schema import Config
 from ..errors import HttpError
 from ..events import EventHub, Subscriber, sse_frame
-from ..http.server import Request, Response, StreamResponse, json_response
+from ..http.messages import Request, Response, StreamResponse, json_response
 from ..jobs import JobManager
 from ..metrics import Metrics
 from ..residency import Residency

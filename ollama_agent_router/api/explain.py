@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..config.schema import Config, ModelSpec
-from ..http.server import Request, Response, json_response
+from ..http.messages import Request, Response, json_response
 from ..jsonutil import num
 from ..options import RouterMeta, normalize_meta
 from ..routing import IDLE, Candidate, ModelState, RoutingTable, context_reason

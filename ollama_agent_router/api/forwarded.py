@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config.schema import Config, is_embedding_model
 from ..errors import HttpError
-from ..http.server import Request, Response, StreamResponse
+from ..http.messages import Request, Response, StreamResponse
 from ..options import normalize_meta
 from ..relay import OPENAI_SSE
 from ..runner import Call, Exchange, Runner, forward_body

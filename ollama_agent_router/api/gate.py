@@ -14,7 +14,7 @@ from typing import Iterable
 from ..access.control import AccessControl
 from ..access.netaddr import is_loopback, parse_address
 from ..errors import HttpError
-from ..http.server import Request, Response, StreamResponse
+from ..http.messages import Request, Response, StreamResponse
 from .table import RouteTable
 
 CORS_HEADERS = "authorization, content-type, x-api-key, x-request-id"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from ..errors import HttpError
-from ..http.server import Request, Response, json_response
+from ..http.messages import Request, Response, json_response
 from ..jobs import LIST_LIMIT, MAX_LIST_LIMIT, JobManager
 from .table import Route
 

@@ -15,7 +15,7 @@ from typing import Any
 from .. import __version__
 from ..config.schema import PRIORITIES, Config, to_json
 from ..errors import HttpError
-from ..http.server import Request, Response, StreamResponse, json_response
+from ..http.messages import Request, Response, StreamResponse, json_response
 from ..jobs import JobManager
 from ..jsonutil import dumps, iso_ms
 from ..options import RouterMeta, normalize_meta

@@ -21,7 +21,7 @@ from typing import Any
 from ..config.schema import Config, ModelSpec
 from ..errors import HttpError
 from ..fit import num_ctx_for
-from ..http.server import Request, Response, StreamResponse, json_response
+from ..http.messages import Request, Response, StreamResponse, json_response
 from ..jsonutil import iso_ms
 from ..options import normalize_meta
 from ..relay import OLLAMA_NDJSON

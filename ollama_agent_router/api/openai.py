@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config.schema import Config
 from ..errors import HttpError
-from ..http.server import Request, Response, StreamResponse, json_response
+from ..http.messages import Request, Response, StreamResponse, json_response
 from ..jobs import JobManager
 from ..options import normalize_meta
 from ..relay import OPENAI_SSE

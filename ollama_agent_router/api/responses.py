@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ..config.schema import Config, ModelSpec
 from ..errors import HttpError
-from ..http.server import Request, Response, StreamResponse
+from ..http.messages import Request, Response, StreamResponse
 from ..relay import RESPONSES_SSE
 from ..routing import RoutingTable
 from ..runner import Call, Exchange, Renderer, Routed, Runner, forward_body

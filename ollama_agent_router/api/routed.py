@@ -10,7 +10,7 @@ from typing import Awaitable, Callable, Sequence
 
 from ..config.schema import Config
 from ..errors import HttpError
-from ..http.server import Request, Response, StreamResponse
+from ..http.messages import Request, Response, StreamResponse
 from ..options import normalize_meta
 from ..relay import StreamFormat
 from ..runner import Call, Renderer, Routed, Runner

@@ -6,7 +6,7 @@ from typing import Iterable
 
 from .. import SERVICE
 from ..config.schema import Config, to_json
-from ..http.server import Request, Response, json_response
+from ..http.messages import Request, Response, json_response
 from ..jobs import JobManager
 from ..metrics import CONTENT_TYPE, Metrics, gauge
 from ..scheduler import Scheduler

@@ -16,7 +16,7 @@ from typing import Awaitable, Callable
 from urllib.parse import unquote
 
 from ..errors import DIALECTS, HttpError, not_found, render_error
-from ..http.server import Request, Response, StreamResponse
+from ..http.messages import Request, Response, StreamResponse
 
 HandlerFn = Callable[[Request, dict[str, str]], Awaitable["Response | StreamResponse"]]
 

@@ -13,7 +13,7 @@ import hashlib
 import re
 from importlib import resources
 
-from ..http.server import Request, Response
+from ..http.messages import Request, Response
 from .table import OPEN, Route
 
 PACKAGE = "ollama_agent_router"

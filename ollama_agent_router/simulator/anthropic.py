@@ -15,7 +15,7 @@ import binascii
 import random
 from typing import Any
 
-from ..http.server import Request, Response, StreamResponse
+from ..http.messages import Request, Response, StreamResponse
 from ..jsonutil import dumps
 from .core import SimCore
 from .plan import Conversation, Reply, tools_text

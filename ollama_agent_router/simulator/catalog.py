@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..http.server import Request, Response
+from ..http.messages import Request, Response
 from ..jsonutil import dumps
 from .core import SimCore
 from .run import SimModel

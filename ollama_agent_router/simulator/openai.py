@@ -9,7 +9,7 @@ import re
 import time
 from typing import Any
 
-from ..http.server import Request, Response, StreamResponse
+from ..http.messages import Request, Response, StreamResponse
 from ..jsonutil import dumps
 from .core import SimCore
 from .plan import Conversation, Reply, message_text, tools_text

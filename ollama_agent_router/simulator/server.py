@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 from ..config.schema import Config, ModelSpec, can_think, is_embedding_model
 from ..gpu import GpuDevice
-from ..http.server import JSON, HttpServer, Request, Response, ServerLimits, StreamResponse
+from ..http.messages import JSON, Request, Response, ServerLimits, StreamResponse
+from ..http.server import HttpServer
 from ..jsonutil import dumps
 from ..log import Logger
 from . import anthropic, catalog, native, openai, responses

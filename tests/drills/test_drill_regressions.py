@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 
 import pytest
 from conftest import VIBE, chat_body, make_config, wait_for
+from http_support import FakeTransport, raw_exchange
 
 from ollama_agent_router.api.bodies import MAX_JSON_DEPTH
-from ollama_agent_router.http.server import HttpServer, StreamResponse, _Connection
+from ollama_agent_router.http.connection import Connection, ServerState
+from ollama_agent_router.http.messages import ServerLimits, StreamResponse
 from ollama_agent_router.jsonutil import JsonLimit, parse_json_steps
+from ollama_agent_router.log import Logger
 from ollama_agent_router.relay import OLLAMA_NDJSON, OPENAI_SSE, StreamStats, relay
 from ollama_agent_router.upstream import UpstreamError
 
@@ -109,18 +111,6 @@ def test_whole_lines_pass_through_as_they_come():
 
 # ---- HTTP/1.0 clients got chunked streams and no keep-alive confirmation, found by the live fuzzer -------
 
-def raw_exchange(port: int, data: bytes, timeout: float = 5) -> tuple[bytes, bool]:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        out = b""
-        try:
-            while chunk := sock.recv(65536):
-                out += chunk
-            return out, True
-        except socket.timeout:
-            return out, False
-
-
 def test_http_1_0_stream_is_not_chunked_and_ends_with_the_connection(stack):
     body = json.dumps(dict(chat_body("Hello there"), stream=True)).encode()
     out, closed = raw_exchange(stack.port, b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body)
@@ -187,11 +177,9 @@ def test_the_simulator_keeps_only_the_latest_calls():
 def test_misses_do_not_keep_their_connections_alive(stack, path):
     import gc
 
-    from ollama_agent_router.http.server import _Connection
-
     def live_connections() -> int:
         gc.collect()
-        return sum(isinstance(o, _Connection) for o in gc.get_objects())
+        return sum(isinstance(o, Connection) for o in gc.get_objects())
 
     before = stack.run(live_connections)
     for _ in range(30):
@@ -202,41 +190,21 @@ def test_misses_do_not_keep_their_connections_alive(stack, path):
 
 # ---- a stream kept writing into a connection its peer had reset, found by the fuzzer (simulator side) ------
 
-class DyingTransport(asyncio.Transport):
+class DyingTransport(FakeTransport):
     """Takes ``accepted`` writes, then fails like a socket whose peer reset it: asyncio marks such a
     transport closing at once and reports the lost connection only on a later loop turn."""
 
     def __init__(self, accepted: int) -> None:
         super().__init__()
         self.accepted = accepted
-        self.writes: list[bytes] = []
-        self.closing = False
-
-    def get_extra_info(self, name, default=None):
-        return ("127.0.0.1", 40000) if name == "peername" else default
 
     def write(self, data) -> None:
-        self.writes.append(bytes(data))
+        super().write(data)
         if len(self.writes) >= self.accepted:
             self.closing = True
 
-    def is_closing(self) -> bool:
-        return self.closing
-
     def can_write_eof(self) -> bool:
         return False
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def test_a_stream_stops_writing_once_its_transport_is_closing():
@@ -251,8 +219,7 @@ def test_a_stream_stops_writing_once_its_transport_is_closing():
         return StreamResponse(200, events())
 
     async def run() -> DyingTransport:
-        server = HttpServer(handler)
-        conn = _Connection(server)
+        conn = Connection(ServerState(handler, ServerLimits(), Logger("warning")))
         transport = DyingTransport(accepted=2)  # the head and the first event get out
         conn.connection_made(transport)
         conn.data_received(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
