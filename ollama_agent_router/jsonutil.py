@@ -220,19 +220,18 @@ def add_member(raw: bytes, key: str, value: Any) -> bytes | None:
     return head + sep + dumps(key) + b":" + dumps(value) + b"}"
 
 
-_USAGE_KEYS = (b'"completion_tokens"', b'"output_tokens"', b'"eval_count"', b'"eval_duration"')
-_COLON_NUMBER = re.compile(rb"\s*:\s*(\d+)")
+_USAGE_FIGURE = re.compile(rb'"(completion_tokens|output_tokens|eval_count|eval_duration)"\s*:\s*(\d+)')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _USAGE_TAIL = 1024  # every API puts its usage figures at the end of the reply
 
 
 def usage_figures(raw: bytes) -> dict[str, int] | None:
     """The figures a tokens-per-second metric needs (OpenAI ``completion_tokens``, Anthropic and Responses
     ``output_tokens``, Ollama's ``eval_count``/``eval_duration``), read from the reply's end without parsing
-    it: a few byte searches, not a JSON parse of what may be megabytes."""
-    tail = raw[-_USAGE_TAIL:]
-    found = {}
-    for key in _USAGE_KEYS:
-        i = tail.rfind(key)
-        if i >= 0 and (m := _COLON_NUMBER.match(tail, i + len(key))):
-            found[key[1:-1].decode()] = int(m.group(1))
+    it. OpenAI's, the common case, is one byte search and one match."""
+    tail = max(0, len(raw) - _USAGE_TAIL)
+    i = raw.rfind(b'"completion_tokens"', tail)
+    if i >= 0 and (m := _COMPLETION_TOKENS.match(raw, i)):
+        return {"completion_tokens": int(m[1])}
+    found = {m[1].decode(): int(m[2]) for m in _USAGE_FIGURE.finditer(raw, tail)}
     return found or None

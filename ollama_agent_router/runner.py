@@ -50,7 +50,7 @@ from .upstream import (
 from .waiting import WaitTimeout, acquire
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass pays a setattr per field, and this is per request
 class Attempt:
     model: str
     outcome: str  # ok | connect | timeout | closed | http_<status>
@@ -101,7 +101,7 @@ class DecisionRecord(NamedTuple):
     context_tokens: int = 0  # the context it needed (fit.context_need)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request, and frozen construction costs a setattr per field
 class Routed:
     """A classified and decided request, before it runs."""
 

@@ -312,8 +312,9 @@ class Scheduler:
         q = self.queues[model]
         if q.waiting or not self._can_start(q):
             return None
-        batched = _lane(priority) <= self._protected_lane() and self.would_evict(model)
-        if model not in self._loaded and (batched or (self._steer and self.needs_busy(model))):
+        if model not in self._loaded and (
+                (_lane(priority) <= self._protected_lane() and self.would_evict(model))
+                or (self._steer and self.needs_busy(model))):
             return None  # the queued ticket decides, with the deferral rules
         return self._start(q, user, 0)
 

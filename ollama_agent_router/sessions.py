@@ -54,11 +54,12 @@ def _id(value: Any) -> str | None:
 
 
 def header_key(headers: Mapping[str, str]) -> Key | None:
-    session = next((v for name in SESSION_HEADERS if (v := _id(headers.get(name))) is not None), None)
-    if session is None:
-        return None
-    agent = next((v for name in AGENT_HEADERS if (v := _id(headers.get(name))) is not None), "")
-    return _digest("header", session, agent)
+    for name in SESSION_HEADERS:  # a loop, not a generator: this runs for every routed request
+        session = _id(headers.get(name))
+        if session is not None:
+            agent = next((v for name in AGENT_HEADERS if (v := _id(headers.get(name))) is not None), "")
+            return _digest("header", session, agent)
+    return None
 
 
 def body_key(body: Mapping[str, Any]) -> Key | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen (a setattr per field at each construction); treat it as read-only
 class Principal:
     plane: str | None  # the plane the request was admitted on (for job routes: the one it was charged to)
     key_id: str | None

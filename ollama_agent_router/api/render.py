@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 from ..jsonutil import add_member, dumps, num
@@ -105,7 +106,7 @@ class RouterReply:
 
 
 def routed_reply(routed: Routed, *, comment: bool = True) -> RouterReply:
-    return RouterReply(lambda ex: router_object(routed, ex), comment=comment)
+    return RouterReply(partial(router_object, routed), comment=comment)
 
 
 def plain_json(value: Any) -> Any:

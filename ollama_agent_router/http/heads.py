@@ -31,11 +31,15 @@ def response_head(status: int, content_type: str, framing: bytes, headers: list[
                   connection: bytes = b"", request_id: str = "") -> bytes:
     """The whole head, blank line included. ``framing`` is the Content-Length or Transfer-Encoding line(s);
     ``connection`` is ``CLOSE``, ``KEEP_ALIVE`` or nothing (an HTTP/1.1 keep-alive); ``request_id`` is
-    checked where it is made (``messages.Request``). Every other value goes through ``field_value``."""
-    parts = [status_line(status), b"Content-Type: ", field_value(content_type), b"\r\n", framing]
-    if request_id:
-        parts += (b"X-Request-Id: ", request_id.encode("ascii"), b"\r\n")
-    for name, value in headers:
-        parts += (name.encode("latin-1", "replace"), b": ", field_value(value), b"\r\n")
-    parts += (connection, b"\r\n")
-    return b"".join(parts)
+    checked where it is made (``messages.Request``). Every other value goes through ``field_value``, except
+    that values with nothing to clean (one search over them all says so) are encoded as they are."""
+    if _CONTROL.search(content_type + "".join([value for _, value in headers])) is None:
+        fields = "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1", "replace")
+        content = content_type.encode("latin-1", "replace")
+    else:
+        fields = b"".join([name.encode("latin-1", "replace") + b": " + field_value(value) + b"\r\n"
+                           for name, value in headers])
+        content = field_value(content_type)
+    rid = b"X-Request-Id: " + request_id.encode("ascii") + b"\r\n" if request_id else b""
+    return b"".join((status_line(status), b"Content-Type: ", content, b"\r\n", framing, rid, fields, connection,
+                     b"\r\n"))
