@@ -131,11 +131,12 @@ def grant(heads: Sequence[Ticket], now: float, aging: float, protected: int, loa
     best: Ticket | None = None
     best_key = (-1, 0)
     held: list[tuple[Ticket, float]] = []
+    may_hold = protected >= 0 or needs_busy is not None  # else nothing is ever held: skip the check per head
     for t in heads:
-        key = (level(t, now, aging), -t.seq)
+        key = (min(2, t.lane + int((now - t.enqueued) / aging)), -t.seq)  # level(), inlined: this is per dispatch
         if key <= best_key:
             continue
-        until = hold_until(t, now, aging, protected, loaded, evicts, needs_busy)
+        until = hold_until(t, now, aging, protected, loaded, evicts, needs_busy) if may_hold else None
         if until is None:
             best, best_key = t, key
         else:
@@ -161,9 +162,10 @@ class _ModelQueue:
             while lane and lane[0].cancelled:
                 lane.popleft()
             if lane:
-                key = (level(lane[0], now, aging), -lane[0].seq)
+                t = lane[0]
+                key = (min(2, t.lane + int((now - t.enqueued) / aging)), -t.seq)  # level(), inlined
                 if key > best_key:
-                    best, best_key = lane[0], key
+                    best, best_key = t, key
         return best
 
     def top_lane(self) -> int:
@@ -370,8 +372,10 @@ class Scheduler:
         name = q.spec.name
         if q.waiting == 0 and q.running == 0:
             self.effects.model_busy(name)
-        unload = self._make_room(name) if self._steer else ()
-        self._demand.count(name, self.clock())
+        unload = ()
+        if self._steer:  # only steering reads the demand, and only it unloads
+            unload = self._make_room(name)
+            self._demand.count(name, self.clock())
         q.running += 1
         self.total_running += 1
         self._refresh(name)
@@ -414,6 +418,8 @@ class Scheduler:
         now = self.clock()
         startable = (q.head(now, self._aging) for q in self.queues.values() if q.waiting and self._can_start(q))
         heads = [h for h in startable if h is not None]
+        if not heads:
+            return False  # every model with waiters is at its limit: nothing to decide
         ticket, held = grant(heads, now, self._aging, self._protected_lane(), self._loaded, self.would_evict,
                              self.needs_busy if self._steer else None)
         for t, until in held:
