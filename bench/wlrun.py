@@ -41,11 +41,12 @@ PROMPT_SPEEDUP = 20  # the simulator reads prompt tokens this many times faster 
 RATES = {"B-A-M-N/vibethinker:1.5b": 60.0, "qwen2.5-coder:7b": 45.0, "deepseek-coder:6.7b": 50.0,
          "gpt-oss:20b": 45.0}
 
-# The router's queue settings per policy (None: straight to the simulator).
+# The router's queue settings per policy (None: straight to the simulator); each says steering outright,
+# since the shipped profile turns it on.
 POLICIES: dict[str, dict | None] = {
     "direct": None,
-    "fifo": {"loadBatching": False, "agingMs": 0},
-    "full": {},
+    "fifo": {"loadBatching": False, "agingMs": 0, "steerEvictions": False},
+    "full": {"steerEvictions": False},
     "steer": {"steerEvictions": True},
 }
 RETRIES = 2  # as the OpenAI SDKs do: two more tries after a 429 or 503, after its Retry-After

@@ -9,8 +9,8 @@ seconds, the same on any machine however busy, and the runs go side by side (``-
 - direct: each agent names its model, straight to the simulated Ollama (its FIFO scheduler);
 - fifo: through the router, routing on, load batching and aging off (``queue.loadBatching: false``,
   ``queue.agingMs: 0``);
-- full: through the router as configured (``examples/gex44.yaml``);
-- steer: full, and ``queue.steerEvictions: true``.
+- full: through the router with ``examples/gex44.yaml``'s scheduler, steering off;
+- steer: full, and ``queue.steerEvictions: true`` (as ``examples/gex44.yaml`` ships).
 
 Every figure is the median over the seeds of that seed's figure. "wait" is a request's latency less the
 time its own prompt and tokens take on its model alone: queues, loads, and sharing the GPU.
