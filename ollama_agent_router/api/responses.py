@@ -74,12 +74,13 @@ def validate_responses(body: dict) -> dict:
     """What the door reads must have the shape it reads, and what it cannot honour is refused (see above)."""
     for key in _STATEFUL:
         if body.get(key) is not None:
-            raise HttpError(400, f"{key} is not supported: /v1/responses is stateless here, as Ollama serves it, "
-                            "and keeps no earlier responses. Send the whole conversation in input.",
+            raise HttpError(400, f"{key} cannot be honoured: /v1/responses is stateless here, as Ollama serves "
+                            "it, and keeps no earlier responses. Send the whole conversation in input.",
                             code="stateless_api")
     if body.get("background") is True:
-        raise HttpError(400, "background: true is not supported here: stream the response, or use "
-                        "/v1/chat/completions with router.mode async for a job to poll", code="background_unsupported")
+        raise HttpError(400, "background: true cannot be honoured: this router answers /v1/responses in the "
+                        "foreground. Stream the response, or use /v1/chat/completions with router.mode async "
+                        "for a job to poll", code="background_unsupported")
     if not isinstance(body.get("input"), (str, list)):
         raise HttpError(400, "input must be a string or an array of items", code="invalid_body")
     check_types(body, (("model", str, "a string"), ("instructions", str, "a string"), ("tools", list, "an array"),
