@@ -157,18 +157,17 @@ if [[ -n $CAPTURE ]]; then
     exit 0
 fi
 
-from=$(($(wc -l < "$LOG") + 1))
-mkdir -p "$WORK/claude-home" "$WORK/claude-work"
-rc=0
-run_claude "$URL" "$WORK/claude-home" "$WORK/claude-work" "$WORK/claude.out" "$PROMPT" || rc=$?
-[[ $rc == 0 ]] || { cat "$WORK/claude.out"; fail "claude exited $rc"; }
-check "Claude Code" /v1/messages "$WORK/claude.out" "$from"
+# smoke NAME RUNNER DIR DOOR: one prompt through an agent, then its requests must be in the router's log, routed.
+smoke() {
+    local name=$1 runner=$2 dir=$3 door=$4 from rc=0
+    from=$(($(wc -l < "$LOG") + 1))
+    mkdir -p "$WORK/$dir-home" "$WORK/$dir-work"
+    "$runner" "$URL" "$WORK/$dir-home" "$WORK/$dir-work" "$WORK/$dir.out" "$PROMPT" || rc=$?
+    [[ $rc == 0 ]] || { cat "$WORK/$dir.out"; fail "$dir exited $rc"; }
+    check "$name" "$door" "$WORK/$dir.out" "$from"
+}
 
-from=$(($(wc -l < "$LOG") + 1))
-mkdir -p "$WORK/codex-home" "$WORK/codex-work"
-rc=0
-run_codex "$URL" "$WORK/codex-home" "$WORK/codex-work" "$WORK/codex.out" "$PROMPT" || rc=$?
-[[ $rc == 0 ]] || { cat "$WORK/codex.out"; fail "codex exited $rc"; }
-check "Codex CLI" /v1/responses "$WORK/codex.out" "$from"
+smoke "Claude Code" run_claude claude /v1/messages
+smoke "Codex CLI" run_codex codex /v1/responses
 
 echo "OK: both agents completed a prompt through the router, each request routed"
